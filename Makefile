@@ -1,0 +1,83 @@
+# Qoqnuz build: one static common library, one binary per service/tool/test.
+# Adding a file needs no Makefile edit: common/*.c go into libqzcommon.a,
+# services/<name>/*.c and tools/<name>/*.c link into build/bin/<name>,
+# tests/unit/test_*.c and tests/integration/it_*.c each become a test binary.
+
+CC      ?= cc
+BUILD   ?= build
+PKGS    := rdkafka avro-c libpq hiredis libmicrohttpd jansson libjwt uuid libcurl
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+OPT     ?= -O2 -g
+CFLAGS  := $(OPT) -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Icommon $(PKG_CFLAGS)
+LDLIBS  += $(PKG_LIBS) -lpthread -lm
+SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+COMMON_SRC := $(wildcard common/*.c)
+COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/%.o)
+COMMON_LIB := $(BUILD)/libqzcommon.a
+
+SERVICES := $(notdir $(patsubst %/main.c,%,$(wildcard services/*/main.c)))
+TOOLS    := $(notdir $(patsubst %/main.c,%,$(wildcard tools/*/main.c)))
+UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
+IT_TESTS   := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(wildcard tests/integration/it_*.c))
+BINS := $(addprefix $(BUILD)/bin/,$(SERVICES) $(TOOLS))
+
+.PHONY: all deps run up down test test-asan unit bench lint format clean
+all: $(BINS) $(UNIT_TESTS) $(IT_TESTS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(COMMON_LIB): $(COMMON_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+.SECONDEXPANSION:
+$(BUILD)/bin/%: $$(addprefix $(BUILD)/,$$(subst .c,.o,$$(wildcard services/$$*/*.c tools/$$*/*.c))) $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+
+$(BUILD)/tests/it_%: $(BUILD)/tests/integration/it_%.o $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+
+deps:
+	@bash scripts/deps.sh
+
+run: deps all
+	@bash scripts/stack.sh run
+
+up: deps all
+	@bash scripts/stack.sh up
+
+down:
+	@bash scripts/stack.sh down
+
+test: deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) bash scripts/test.sh
+
+test-asan: deps
+	@$(MAKE) --no-print-directory BUILD=build-asan OPT="-O1 -g $(SAN_FLAGS)" all
+	@BUILD=build-asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 bash scripts/test.sh
+
+bench: deps all
+	@bash bench/run.sh
+
+lint:
+	clang-format --dry-run --Werror $(shell git ls-files '*.c' '*.h')
+
+format:
+	clang-format -i $(shell git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build build-asan
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

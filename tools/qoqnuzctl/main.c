@@ -1,0 +1,38 @@
+/* main.c - qoqnuzctl: the operator's command line (migrate, token, demo, avro). */
+#include "ctl.h"
+#include "log.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const struct {
+        const char *name;
+        int (*run)(int argc, char **argv);
+        const char *help;
+} commands[] = {
+        {"migrate", ctl_migrate, "apply sql/NNN_*.sql migrations in order (QOQNUZ_PG_DSN)"},
+        {"token", ctl_token, "print a signed dev JWT: --role admin|user|service [--sub UUID]"},
+        {"demo", ctl_demo, "load demo catalog and plays through the real paths"},
+        {"avro", ctl_avro, "encode|decode SCHEMA: JSON <-> single-object Avro on stdin/stdout"},
+};
+
+static void usage(void)
+{
+        fprintf(stderr, "usage: qoqnuzctl COMMAND [args]\n");
+        for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+                fprintf(stderr, "  %-8s %s\n", commands[i].name, commands[i].help);
+}
+
+int main(int argc, char **argv)
+{
+        if (argc < 2) {
+                usage();
+                return 2;
+        }
+        qz_log_init("qoqnuzctl", QZ_LOG_INFO);
+        for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+                if (strcmp(argv[1], commands[i].name) == 0)
+                        return commands[i].run(argc - 1, argv + 1);
+        usage();
+        return 2;
+}
