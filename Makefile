@@ -35,6 +35,7 @@ $(COMMON_LIB): $(COMMON_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
+.SECONDARY:
 .SECONDEXPANSION:
 $(BUILD)/bin/%: $$(addprefix $(BUILD)/,$$(subst .c,.o,$$(wildcard services/$$*/*.c tools/$$*/*.c))) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
