@@ -18,13 +18,18 @@ COMMON_SRC := $(wildcard common/*.c)
 COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/%.o)
 COMMON_LIB := $(BUILD)/libqzcommon.a
 
+# Service modules other than main.c, so unit tests can link a service's pure logic.
+SVC_SRC := $(filter-out %/main.c,$(wildcard services/*/*.c))
+SVC_OBJ := $(SVC_SRC:%.c=$(BUILD)/%.o)
+SVC_LIB := $(BUILD)/libqzsvc.a
+
 SERVICES := $(notdir $(patsubst %/main.c,%,$(wildcard services/*/main.c)))
 TOOLS    := $(notdir $(patsubst %/main.c,%,$(wildcard tools/*/main.c)))
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 IT_TESTS   := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(wildcard tests/integration/it_*.c))
 BINS := $(addprefix $(BUILD)/bin/,$(SERVICES) $(TOOLS))
 
-.PHONY: all deps run up down test test-asan unit bench lint format clean
+.PHONY: all deps run up down test test-asan fuzz bench lint format clean
 all: $(BINS) $(UNIT_TESTS) $(IT_TESTS)
 
 $(BUILD)/%.o: %.c
@@ -35,17 +40,21 @@ $(COMMON_LIB): $(COMMON_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
+$(SVC_LIB): $(SVC_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
 .SECONDARY:
 .SECONDEXPANSION:
 $(BUILD)/bin/%: $$(addprefix $(BUILD)/,$$(subst .c,.o,$$(wildcard services/$$*/*.c tools/$$*/*.c))) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(COMMON_LIB)
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(SVC_LIB) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
-$(BUILD)/tests/it_%: $(BUILD)/tests/integration/it_%.o $(COMMON_LIB)
+$(BUILD)/tests/it_%: $(BUILD)/tests/integration/it_%.o $(SVC_LIB) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
@@ -68,6 +77,21 @@ test: deps
 test-asan: deps
 	@$(MAKE) --no-print-directory BUILD=build-asan OPT="-O1 -g $(SAN_FLAGS)" all
 	@BUILD=build-asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 bash scripts/test.sh
+
+# libFuzzer targets (tests/fuzz/fuzz_*.c) under ASan+UBSan, FUZZ_SECONDS each.
+FUZZ_SECONDS ?= 30
+FUZZ_FLAGS := -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer
+fuzz: deps
+	@$(MAKE) --no-print-directory CC=clang BUILD=build-fuzz OPT="-O1 -g $(FUZZ_FLAGS)" \
+		build-fuzz/libqzcommon.a build-fuzz/libqzsvc.a
+	@set -e; for f in tests/fuzz/fuzz_*.c; do \
+		n=$$(basename $$f .c); \
+		clang -O1 -g -fsanitize=fuzzer,address,undefined -std=c17 -D_GNU_SOURCE -Icommon $(PKG_CFLAGS) \
+			$$f build-fuzz/libqzsvc.a build-fuzz/libqzcommon.a $(LDLIBS) -o build-fuzz/$$n; \
+		mkdir -p build-fuzz/corpus-$$n; \
+		echo "fuzz: $$n for $(FUZZ_SECONDS) s"; \
+		build-fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -max_len=4096 build-fuzz/corpus-$$n 2>&1 | tail -3; \
+	done
 
 bench: deps all
 	@bash bench/run.sh

@@ -1,5 +1,6 @@
 /* cfg.c - configuration from environment variables, declared as one table. */
 #include "cfg.h"
+#include "log.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -183,6 +184,12 @@ static int load_one(const struct qz_cfg_entry *e, const char *val, char *why, si
                 return 0;
         case QZ_CFG_REDIS:
                 return qz_redis_url_parse(val, (struct qz_redis_url *)e->dest, why, whylen);
+        case QZ_CFG_LOGLEVEL:
+                if (qz_log_level_parse(val, (enum qz_log_level *)e->dest) != 0) {
+                        snprintf(why, whylen, "expected debug, info, warn or error");
+                        return -1;
+                }
+                return 0;
         }
         snprintf(why, whylen, "unknown setting type");
         return -1;

@@ -15,12 +15,13 @@
 #include <stddef.h>
 
 enum qz_cfg_type {
-        QZ_CFG_STR,    /* dest: const char ** */
-        QZ_CFG_INT,    /* dest: long *, checked against [min, max] */
-        QZ_CFG_BOOL,   /* dest: bool *; accepts 1/0/true/false/yes/no/on/off */
-        QZ_CFG_ADDR,   /* dest: struct qz_addr *; "host:port" or ":port" */
-        QZ_CFG_PG_DSN, /* dest: const char **; validated with libpq's parser */
-        QZ_CFG_REDIS,  /* dest: struct qz_redis_url *; redis://[:pw@]host[:port][/db] */
+        QZ_CFG_STR,      /* dest: const char ** */
+        QZ_CFG_INT,      /* dest: long *, checked against [min, max] */
+        QZ_CFG_BOOL,     /* dest: bool *; accepts 1/0/true/false/yes/no/on/off */
+        QZ_CFG_ADDR,     /* dest: struct qz_addr *; "host:port" or ":port" */
+        QZ_CFG_PG_DSN,   /* dest: const char **; validated with libpq's parser */
+        QZ_CFG_REDIS,    /* dest: struct qz_redis_url *; redis://[:pw@]host[:port][/db] */
+        QZ_CFG_LOGLEVEL, /* dest: enum qz_log_level *; debug/info/warn/error */
 };
 
 struct qz_addr {

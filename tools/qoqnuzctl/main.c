@@ -10,10 +10,10 @@ static const struct {
         int (*run)(int argc, char **argv);
         const char *help;
 } commands[] = {
-        {"migrate", ctl_migrate, "apply sql/NNN_*.sql migrations in order (QOQNUZ_PG_DSN)"},
-        {"token", ctl_token, "print a signed dev JWT: --role admin|user|service [--sub UUID]"},
-        {"demo", ctl_demo, "load demo catalog and plays through the real paths"},
-        {"avro", ctl_avro, "encode|decode SCHEMA: JSON <-> single-object Avro on stdin/stdout"},
+    {"migrate", ctl_migrate, "apply sql/NNN_*.sql migrations in order (QOQNUZ_PG_DSN)"},
+    {"token", ctl_token, "print a signed dev JWT: --role admin|user|service [--sub UUID]"},
+    {"demo", ctl_demo, "load demo catalog and plays through the real paths"},
+    {"avro", ctl_avro, "encode|decode SCHEMA: JSON <-> single-object Avro on stdin/stdout"},
 };
 
 static void usage(void)

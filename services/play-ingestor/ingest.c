@@ -1,0 +1,282 @@
+/* ingest.c - the POST /v1/plays handler: auth, validation, Avro, produce, answer. */
+#include "ingest.h"
+
+#include "auth.h"
+#include "avro.h"
+#include "json.h"
+#include "log.h"
+#include "metrics.h"
+#include "plays.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+struct ingest {
+        struct ingest_config cfg;
+        const struct qz_avro_schema *schema;
+        pthread_rwlock_t lock; /* guards producer against ingest_producer_swap */
+        struct qz_kafka_producer *producer;
+        struct qz_metric *accepted, *rejected_invalid, *rejected_forbidden, *unauthorized,
+            *unavailable, *queue_full, *inflight, *produce_seconds;
+};
+
+struct ingest *ingest_new(const struct ingest_config *cfg, const struct qz_avro_registry *avro,
+                          struct qz_metrics *m, struct qz_kafka_producer *producer, char *errstr,
+                          size_t errstr_size)
+{
+        const struct qz_avro_schema *schema = qz_avro_schema_get(avro, "PlayEvent");
+        if (!schema) {
+                snprintf(errstr, errstr_size, "schema qoqnuz.PlayEvent not found");
+                return NULL;
+        }
+        struct ingest *in = calloc(1, sizeof(*in));
+        if (!in) {
+                snprintf(errstr, errstr_size, "out of memory");
+                return NULL;
+        }
+        in->cfg = *cfg;
+        in->schema = schema;
+        pthread_rwlock_init(&in->lock, NULL);
+        in->producer = producer;
+        const char *n = "qz_ingest_plays_total";
+        const char *h = "Plays by outcome";
+        in->accepted = qz_metrics_counter(m, n, "result=\"accepted\"", h);
+        in->rejected_invalid = qz_metrics_counter(m, n, "result=\"invalid\"", h);
+        in->rejected_forbidden = qz_metrics_counter(m, n, "result=\"forbidden\"", h);
+        in->unavailable = qz_metrics_counter(m, n, "result=\"broker_unavailable\"", h);
+        in->queue_full = qz_metrics_counter(m, n, "result=\"queue_full\"", h);
+        in->unauthorized = qz_metrics_counter(m, "qz_ingest_unauthorized_total", NULL,
+                                              "Requests refused for a missing or bad token");
+        in->inflight = qz_metrics_gauge(m, "qz_ingest_inflight_requests", NULL,
+                                        "Requests waiting for broker acknowledgement");
+        in->produce_seconds = qz_metrics_histogram(m, "qz_ingest_produce_seconds", NULL,
+                                                   "Produce-to-acknowledgement latency", NULL, 0);
+        return in;
+}
+
+void ingest_free(struct ingest *in)
+{
+        if (!in)
+                return;
+        qz_kafka_producer_close(in->producer, 10000);
+        pthread_rwlock_destroy(&in->lock);
+        free(in);
+}
+
+void ingest_producer_swap(struct ingest *in, struct qz_kafka_producer *fresh)
+{
+        pthread_rwlock_wrlock(&in->lock);
+        struct qz_kafka_producer *old = in->producer;
+        in->producer = fresh;
+        pthread_rwlock_unlock(&in->lock);
+        qz_kafka_producer_close(old, 0);
+}
+
+bool ingest_producer_broken(struct ingest *in)
+{
+        pthread_rwlock_rdlock(&in->lock);
+        bool broken = qz_kafka_producer_broken(in->producer);
+        pthread_rwlock_unlock(&in->lock);
+        return broken;
+}
+
+bool ingest_ready_cb(void *opaque, json_t *checks)
+{
+        struct ingest *in = opaque;
+        pthread_rwlock_rdlock(&in->lock);
+        bool ok = qz_kafka_producer_ready(in->producer);
+        pthread_rwlock_unlock(&in->lock);
+        json_object_set_new(checks, "kafka", json_string(ok ? "ok" : "no broker reachable"));
+        return ok;
+}
+
+static int64_t monotonic_ns(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* A listener may post only its own plays; a service token any user's.
+ * Admins are people too: their token is held to its own sub. */
+static bool may_post_for(const struct qz_auth_claims *who, const char *user_id)
+{
+        return who->role == QZ_AUTH_ROLE_SERVICE || strcasecmp(who->sub, user_id) == 0;
+}
+
+static bool content_type_ok(const char *ct, bool *ndjson)
+{
+        *ndjson = false;
+        if (!ct)
+                return true; /* curl -d without a type: assume JSON */
+        size_t n = strcspn(ct, ";");
+        while (n > 0 && ct[n - 1] == ' ')
+                n--;
+        if (n == 16 && strncasecmp(ct, "application/json", n) == 0)
+                return true;
+        if ((n == 20 && strncasecmp(ct, "application/x-ndjson", n) == 0) ||
+            (n == 20 && strncasecmp(ct, "application/jsonlines", 20) == 0)) {
+                *ndjson = true;
+                return true;
+        }
+        return false;
+}
+
+static void reply_unavailable(struct qz_http_response *resp, int status, const char *retry,
+                              const char *code, const char *msg)
+{
+        qz_http_reply_error(resp, status, code, "%s; retry with the same event_ids", msg);
+        qz_http_add_header(resp, "Retry-After", retry);
+}
+
+/* Produces the accepted events; returns the HTTP status to answer with. */
+static int produce(struct ingest *in, struct plays_batch *b, size_t naccepted,
+                   struct qz_http_response *resp)
+{
+        struct qz_kafka_record *recs = calloc(naccepted, sizeof(*recs));
+        unsigned char **bufs = calloc(naccepted, sizeof(*bufs));
+        size_t n = 0;
+        int status = 500;
+        char err[256];
+        if (!recs || !bufs) {
+                qz_http_reply_error(resp, 500, "internal", "out of memory");
+                goto done;
+        }
+        for (size_t i = 0; i < b->n; i++) {
+                if (!b->items[i].event)
+                        continue;
+                size_t len;
+                if (qz_avro_encode_json(in->schema, b->items[i].event, &bufs[n], &len, err,
+                                        sizeof(err)) != 0) {
+                        qz_error("encoding a validated play failed: %s", err);
+                        qz_http_reply_error(resp, 500, "internal", "encoding failed");
+                        goto done;
+                }
+                const char *user = json_string_value(json_object_get(b->items[i].event, "user_id"));
+                recs[n] = (struct qz_kafka_record){.topic = in->cfg.topic,
+                                                   .partition = QZ_KAFKA_PARTITION_ANY,
+                                                   .key = user,
+                                                   .key_len = strlen(user),
+                                                   .value = bufs[n],
+                                                   .value_len = len};
+                n++;
+        }
+
+        qz_metric_add(in->inflight, 1);
+        int64_t t0 = monotonic_ns();
+        pthread_rwlock_rdlock(&in->lock);
+        enum qz_kafka_status st = qz_kafka_produce_wait(
+            in->producer, recs, n, (int)in->cfg.ack_timeout_ms, err, sizeof(err));
+        pthread_rwlock_unlock(&in->lock);
+        qz_metric_observe(in->produce_seconds, (double)(monotonic_ns() - t0) / 1e9);
+        qz_metric_add(in->inflight, -1);
+
+        switch (st) {
+        case QZ_KAFKA_OK:
+                status = 202;
+                break;
+        case QZ_KAFKA_QUEUE_FULL:
+                qz_metric_add(in->queue_full, (double)n);
+                reply_unavailable(resp, 429, "1", "overloaded", "producer queue is full");
+                status = 429;
+                break;
+        case QZ_KAFKA_UNAVAILABLE:
+                qz_metric_add(in->unavailable, (double)n);
+                qz_warn("plays not acknowledged by Kafka: %s", err);
+                reply_unavailable(resp, 503, "5", "unavailable",
+                                  "Kafka did not acknowledge the plays");
+                status = 503;
+                break;
+        case QZ_KAFKA_REJECTED:
+                qz_error("Kafka refused plays: %s", err);
+                qz_http_reply_error(resp, 500, "internal", "Kafka refused the plays: %s", err);
+                status = 500;
+                break;
+        }
+done:
+        for (size_t i = 0; bufs && i < naccepted; i++)
+                free(bufs[i]);
+        free(bufs);
+        free(recs);
+        return status;
+}
+
+void ingest_plays_cb(const struct qz_http_request *req, struct qz_http_response *resp, void *opaque)
+{
+        struct ingest *in = opaque;
+        struct qz_auth_claims who;
+        struct plays_batch b = {0};
+        char err[256];
+        bool ndjson;
+
+        const char *token = qz_auth_bearer(qz_http_header(req, "Authorization"));
+        if (qz_auth_verify(token, in->cfg.jwt_secret, time(NULL), &who, err, sizeof(err)) !=
+            QZ_AUTH_OK) {
+                qz_metric_inc(in->unauthorized);
+                qz_http_reply_error(resp, 401, "unauthorized", "%s", err);
+                qz_http_add_header(resp, "WWW-Authenticate", "Bearer");
+                return;
+        }
+        if (!content_type_ok(qz_http_header(req, "Content-Type"), &ndjson)) {
+                qz_http_reply_error(resp, 415, "unsupported_media_type",
+                                    "use application/json or application/x-ndjson");
+                return;
+        }
+        struct plays_rules rules = {.now_ms = qz_time_now_ms(),
+                                    .max_future_ms = in->cfg.max_future_s * 1000,
+                                    .horizon_ms = in->cfg.horizon_days * 86400000LL,
+                                    .max_items = (size_t)in->cfg.max_items};
+        int rc = plays_parse(req->body, req->body_len, ndjson, &rules, &b, err, sizeof(err));
+        if (rc != 0) {
+                qz_http_reply_error(resp, rc == -2 ? 413 : 400,
+                                    rc == -2 ? "too_many_plays" : "bad_request", "%s", err);
+                return;
+        }
+
+        size_t naccepted = 0;
+        for (size_t i = 0; i < b.n; i++) {
+                json_t *ev = b.items[i].event;
+                if (!ev)
+                        continue;
+                if (!may_post_for(&who, json_string_value(json_object_get(ev, "user_id")))) {
+                        qz_metric_add(in->rejected_forbidden, (double)b.n);
+                        qz_http_reply_error(resp, 403, "forbidden",
+                                            "play %zu is for another user than the token's", i);
+                        goto done;
+                }
+                naccepted++;
+        }
+
+        json_t *rejected = json_array();
+        json_t *ids = json_array();
+        for (size_t i = 0; i < b.n; i++) {
+                if (b.items[i].event)
+                        json_array_append(ids, json_object_get(b.items[i].event, "event_id"));
+                else
+                        json_array_append_new(rejected,
+                                              json_pack("{s:I, s:s}", "index", (json_int_t)i,
+                                                        "error", b.items[i].error));
+        }
+        qz_metric_add(in->rejected_invalid, (double)(b.n - naccepted));
+        if (naccepted == 0) {
+                json_t *body = json_pack("{s:{s:s, s:s}, s:i, s:o, s:o}", "error", "code",
+                                         "bad_request", "message", "no valid plays", "accepted", 0,
+                                         "event_ids", ids, "rejected", rejected);
+                qz_http_reply_json_new(resp, 400, body);
+                goto done;
+        }
+        if (produce(in, &b, naccepted, resp) != 202) {
+                json_decref(ids);
+                json_decref(rejected);
+                goto done;
+        }
+        qz_metric_add(in->accepted, (double)naccepted);
+        qz_http_reply_json_new(resp, 202,
+                               json_pack("{s:I, s:o, s:o}", "accepted", (json_int_t)naccepted,
+                                         "event_ids", ids, "rejected", rejected));
+done:
+        plays_batch_free(&b);
+}

@@ -1,0 +1,137 @@
+/* main.c - play-ingestor: players' play events over HTTP into plays.v1.
+ *
+ * Start-up order: config (exit 2 on a bad value), logging, signals, Avro
+ * schemas, metrics, Kafka producer, HTTP server. Shutdown: stop HTTP intake
+ * (running requests finish), flush and close the producer. */
+#include "avro.h"
+#include "cfg.h"
+#include "http.h"
+#include "ingest.h"
+#include "kafka.h"
+#include "log.h"
+#include "metrics.h"
+#include "sig.h"
+#include "version.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static struct {
+        struct qz_addr http_addr;
+        const char *brokers, *schema_dir;
+        enum qz_log_level log_level;
+        struct ingest_config ingest;
+        long max_body, threads;
+} cfg;
+
+static const struct qz_cfg_entry cfg_table[] = {
+    {"QOQNUZ_HTTP_ADDR", QZ_CFG_ADDR, "127.0.0.1:8081", 0, 0, &cfg.http_addr,
+     "listen address for /v1/plays, health and metrics"},
+    {"QOQNUZ_KAFKA_BROKERS", QZ_CFG_STR, "127.0.0.1:59092", 0, 0, &cfg.brokers,
+     "Kafka bootstrap servers"},
+    {"QOQNUZ_SCHEMA_DIR", QZ_CFG_STR, "schemas", 0, 0, &cfg.schema_dir, "Avro schemas folder"},
+    {"QOQNUZ_LOG_LEVEL", QZ_CFG_LOGLEVEL, "info", 0, 0, &cfg.log_level, "log threshold"},
+    {"JWT_SECRET", QZ_CFG_STR, "dev-jwt-secret", 0, 0, &cfg.ingest.jwt_secret,
+     "HS256 secret of player tokens"},
+    {"QOQNUZ_PLAYS_TOPIC", QZ_CFG_STR, "plays.v1", 0, 0, &cfg.ingest.topic, "output topic"},
+    {"QOQNUZ_INGEST_MAX_BATCH", QZ_CFG_INT, "500", 1, 10000, &cfg.ingest.max_items,
+     "most plays in one request"},
+    {"QOQNUZ_INGEST_MAX_BODY", QZ_CFG_INT, "1048576", 1024, 64 << 20, &cfg.max_body,
+     "largest request body in bytes (413 beyond)"},
+    {"QOQNUZ_INGEST_ACK_TIMEOUT_MS", QZ_CFG_INT, "10000", 100, 120000, &cfg.ingest.ack_timeout_ms,
+     "wait for broker acks before answering 503"},
+    {"QOQNUZ_INGEST_HORIZON_DAYS", QZ_CFG_INT, "365", 1, 3650, &cfg.ingest.horizon_days,
+     "oldest played_at accepted (offline plays, imports)"},
+    {"QOQNUZ_INGEST_MAX_FUTURE_S", QZ_CFG_INT, "300", 0, 86400, &cfg.ingest.max_future_s,
+     "how far played_at may be ahead of our clock"},
+    {"QOQNUZ_HTTP_THREADS", QZ_CFG_INT, "4", 1, 64, &cfg.threads, "HTTP worker threads"},
+    {NULL, 0, NULL, 0, 0, NULL, NULL},
+};
+
+static struct qz_kafka_producer *producer_new(struct qz_metrics *metrics)
+{
+        struct qz_kafka_producer_config pc = {
+            .brokers = cfg.brokers, .client_id = "play-ingestor", .metrics = metrics};
+        struct qz_kafka_producer *p = NULL;
+        char err[512];
+        if (qz_kafka_producer_new(&pc, &p, err, sizeof(err)) != 0)
+                qz_error("kafka producer: %s", err);
+        return p;
+}
+
+int main(int argc, char **argv)
+{
+        struct qz_avro_registry *avro = NULL;
+        struct qz_metrics *metrics = NULL;
+        struct qz_kafka_producer *producer = NULL;
+        struct ingest *in = NULL;
+        struct qz_http_server *http = NULL;
+        char err[512];
+        int rc = 1;
+
+        if (argc > 1) {
+                printf("play-ingestor %s: POST /v1/plays into Kafka. Settings:\n", QZ_VERSION);
+                qz_cfg_print_help(cfg_table);
+                return argv[1][0] == '-' && argv[1][1] == 'h' ? 0 : 2;
+        }
+        qz_cfg_load_or_exit(cfg_table);
+        qz_log_init("play-ingestor", cfg.log_level);
+        qz_sig_install();
+
+        if (qz_avro_registry_load(cfg.schema_dir, &avro, err, sizeof(err)) != 0) {
+                qz_error("schemas: %s", err);
+                goto fail;
+        }
+        metrics = qz_metrics_new();
+        if (!metrics || !(producer = producer_new(metrics)))
+                goto fail;
+        in = ingest_new(&cfg.ingest, avro, metrics, producer, err, sizeof(err));
+        if (!in) {
+                qz_error("%s", err);
+                goto fail;
+        }
+        producer = NULL; /* now owned by in */
+
+        const struct qz_http_route routes[] = {{"POST", "/v1/plays", ingest_plays_cb, in}};
+        struct qz_http_options ho = {.addr = cfg.http_addr,
+                                     .routes = routes,
+                                     .nroutes = 1,
+                                     .max_body = (size_t)cfg.max_body,
+                                     .threads = (unsigned)cfg.threads,
+                                     .metrics = metrics,
+                                     .ready_cb = ingest_ready_cb,
+                                     .ready_opaque = in};
+        http = qz_http_start(&ho, err, sizeof(err));
+        if (!http) {
+                qz_error("http: %s", err);
+                goto fail;
+        }
+        char addr[300];
+        snprintf(addr, sizeof(addr), "%s:%d", cfg.http_addr.host, qz_http_port(http));
+        qz_log_kv(QZ_LOG_INFO, "up", "version", QZ_VERSION, "http", addr, "brokers", cfg.brokers,
+                  "topic", cfg.ingest.topic, NULL);
+
+        while (!qz_sig_stop_requested()) {
+                usleep(200 * 1000);
+                /* An idempotent producer that hit a fatal error cannot go on:
+                 * replace it; requests meanwhile got 503 and will retry. */
+                if (ingest_producer_broken(in)) {
+                        qz_error("kafka producer hit a fatal error: recreating it");
+                        struct qz_kafka_producer *fresh = producer_new(metrics);
+                        if (fresh)
+                                ingest_producer_swap(in, fresh);
+                }
+        }
+        qz_info("stopping: closing HTTP intake, then flushing the producer");
+        rc = 0;
+fail:
+        qz_http_stop(http); /* running requests finish first */
+        ingest_free(in);    /* flushes and closes the producer */
+        qz_kafka_producer_close(producer, 0);
+        qz_metrics_free(metrics);
+        qz_avro_registry_free(avro);
+        if (rc == 0)
+                qz_info("stopped");
+        return rc;
+}

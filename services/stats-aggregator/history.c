@@ -1,0 +1,214 @@
+/* history.c - plays.v1 batches into play_history, idempotently, in one transaction. */
+#include "history.h"
+
+#include "avro.h"
+#include "json.h"
+#include "log.h"
+#include "metrics.h"
+#include "pg.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct history {
+        struct qz_pg *pg;
+        const struct qz_avro_schema *schema;
+        const struct qz_avro_registry *avro;
+        struct qz_metric *consumed, *persisted, *duplicates, *rejected, *failed, *seconds;
+};
+
+struct history *history_new(struct qz_pg *pg, const struct qz_avro_registry *avro,
+                            struct qz_metrics *m)
+{
+        struct history *h = calloc(1, sizeof(*h));
+        if (!h)
+                return NULL;
+        h->pg = pg;
+        h->avro = avro;
+        h->schema = qz_avro_schema_get(avro, "PlayEvent");
+        h->consumed = qz_metrics_counter(m, "qz_stats_plays_consumed_total", NULL,
+                                         "PlayEvents read from plays.v1");
+        h->persisted = qz_metrics_counter(m, "qz_stats_plays_persisted_total", NULL,
+                                          "New rows written to play_history");
+        h->duplicates = qz_metrics_counter(m, "qz_stats_plays_duplicate_total", NULL,
+                                           "Plays dropped because their event_id was stored");
+        h->rejected = qz_metrics_counter(m, "qz_stats_plays_rejected_total", NULL,
+                                         "Messages sent to the DLQ");
+        h->failed = qz_metrics_counter(m, "qz_stats_batch_failures_total", NULL,
+                                       "Batches that failed and will be retried");
+        h->seconds = qz_metrics_histogram(m, "qz_stats_batch_seconds", NULL,
+                                          "Time to make one batch durable", NULL, 0);
+        return h;
+}
+
+void history_free(struct history *h)
+{
+        free(h);
+}
+
+static int copy_uuid(const json_t *ev, const char *key, bool required, char *out, char *errstr,
+                     size_t errstr_size)
+{
+        const char *s = NULL;
+        int rc = qz_json_get_uuid(ev, key, required, &s, errstr, errstr_size);
+        if (rc < 0)
+                return -1;
+        if (rc == 0)
+                memcpy(out, s, QZ_UUID_STR_LEN + 1);
+        return rc;
+}
+
+int history_row_from_event(const json_t *ev, struct history_row *row, char *errstr,
+                           size_t errstr_size)
+{
+        int64_t played_at, duration;
+        bool completed;
+        memset(row, 0, sizeof(*row));
+        if (copy_uuid(ev, "event_id", true, row->event_id, errstr, errstr_size) != 0 ||
+            copy_uuid(ev, "user_id", true, row->user_id, errstr, errstr_size) != 0 ||
+            copy_uuid(ev, "track_id", true, row->track_id, errstr, errstr_size) != 0 ||
+            copy_uuid(ev, "source_playlist_id", false, row->playlist, errstr, errstr_size) < 0 ||
+            qz_json_get_int(ev, "played_at", true, &played_at, errstr, errstr_size) != 0 ||
+            qz_json_get_int(ev, "duration_played_ms", true, &duration, errstr, errstr_size) != 0 ||
+            qz_json_get_bool(ev, "completed", true, &completed, errstr, errstr_size) != 0 ||
+            qz_json_get_string(ev, "source", true, &row->source, errstr, errstr_size) != 0 ||
+            qz_json_get_string(ev, "device_type", true, &row->device_type, errstr, errstr_size) !=
+                0)
+                return -1;
+        /* Another producer may not have validated: keep what Postgres would refuse
+         * out of the batch, or one bad play would stall the partition. */
+        if (duration < 0 || duration > 2147483647) {
+                snprintf(errstr, errstr_size, "field 'duration_played_ms' out of range");
+                return -1;
+        }
+        if (qz_time_format(played_at, row->played_at, sizeof(row->played_at)) != 0) {
+                snprintf(errstr, errstr_size, "field 'played_at' out of range");
+                return -1;
+        }
+        snprintf(row->duration, sizeof(row->duration), "%lld", (long long)duration);
+        row->completed = completed ? "t" : "f";
+        const char *v[9] = {
+            row->event_id,  row->user_id,     row->track_id,
+            row->played_at, row->duration,    row->completed,
+            row->source,    row->device_type, row->playlist[0] ? row->playlist : NULL};
+        memcpy(row->values, v, sizeof(v));
+        return 0;
+}
+
+static int64_t monotonic_ns(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* Decodes msgs into rows; rejected messages are marked for the DLQ. */
+static size_t decode_batch(struct history *h, const struct qz_kafka_msg *msgs, size_t n,
+                           struct qz_kafka_batch *batch, struct history_row *rows, json_t **events)
+{
+        size_t nrows = 0;
+        char err[256];
+        for (size_t i = 0; i < n; i++) {
+                const struct qz_avro_schema *s = NULL;
+                json_t *ev = NULL;
+                const char *why = NULL;
+                if (qz_avro_decode_json(h->avro, msgs[i].value, msgs[i].value_len, &s, &ev, err,
+                                        sizeof(err)) != 0) {
+                        why = "undecodable";
+                } else if (s != h->schema) {
+                        snprintf(err, sizeof(err), "expected qoqnuz.PlayEvent, got %s",
+                                 qz_avro_schema_name(s));
+                        why = "wrong_schema";
+                } else if (history_row_from_event(ev, &rows[nrows], err, sizeof(err)) != 0) {
+                        why = "invalid";
+                }
+                if (why) {
+                        const char *errs[] = {err};
+                        qz_warn("plays.v1 partition %d offset %lld to the DLQ: %s: %s",
+                                (int)msgs[i].partition, (long long)msgs[i].offset, why, err);
+                        qz_kafka_batch_reject(batch, i, why, errs, 1);
+                        qz_metric_inc(h->rejected);
+                        json_decref(ev);
+                        continue;
+                }
+                events[nrows++] = ev; /* rows point into ev: keep it alive */
+        }
+        return nrows;
+}
+
+static int store(struct history *h, struct history_row *rows, size_t nrows, long *inserted)
+{
+        char err[512];
+        long copied = 0;
+        if (qz_pg_begin(h->pg, err, sizeof(err)) != 0)
+                goto fail;
+        /* Session-local staging table: recreated after a reconnect, emptied at commit. */
+        if (qz_pg_exec(h->pg,
+                       "CREATE TEMP TABLE IF NOT EXISTS play_stage "
+                       "(LIKE play_history INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
+                       err, sizeof(err)) != 0)
+                goto fail_tx;
+        if (qz_pg_copy_begin(h->pg,
+                             "COPY play_stage (event_id, user_id, track_id, played_at, "
+                             "duration_played_ms, completed, source, device_type, "
+                             "source_playlist_id) FROM STDIN",
+                             err, sizeof(err)) != 0)
+                goto fail_tx;
+        for (size_t i = 0; i < nrows; i++) {
+                if (qz_pg_copy_row(h->pg, 9, rows[i].values, err, sizeof(err)) != 0) {
+                        qz_pg_copy_abort(h->pg, "row failed");
+                        goto fail_tx;
+                }
+        }
+        if (qz_pg_copy_end(h->pg, &copied, err, sizeof(err)) != 0)
+                goto fail_tx;
+        /* Not a prepared statement: play_stage exists only once this session made it. */
+        PGresult *res = qz_pg_query(h->pg,
+                                    "INSERT INTO play_history SELECT * FROM play_stage "
+                                    "ON CONFLICT (event_id) DO NOTHING",
+                                    0, NULL, err, sizeof(err));
+        if (!res)
+                goto fail_tx;
+        *inserted = atol(PQcmdTuples(res));
+        PQclear(res);
+        if (qz_pg_commit(h->pg, err, sizeof(err)) != 0)
+                goto fail;
+        return 0;
+fail_tx:
+        qz_pg_rollback(h->pg, NULL, 0);
+fail:
+        qz_warn("storing %zu plays failed, will retry: %s", nrows, err);
+        return -1;
+}
+
+int history_batch_cb(void *opaque, const struct qz_kafka_msg *msgs, size_t n,
+                     struct qz_kafka_batch *batch)
+{
+        struct history *h = opaque;
+        struct history_row *rows = calloc(n, sizeof(*rows));
+        json_t **events = calloc(n, sizeof(*events));
+        int rc = -1;
+        long inserted = 0;
+        int64_t t0 = monotonic_ns();
+        if (!rows || !events)
+                goto done;
+        size_t nrows = decode_batch(h, msgs, n, batch, rows, events);
+        if (nrows > 0 && store(h, rows, nrows, &inserted) != 0) {
+                qz_metric_inc(h->failed);
+                goto done;
+        }
+        qz_metric_add(h->consumed, (double)n);
+        qz_metric_add(h->persisted, (double)inserted);
+        qz_metric_add(h->duplicates, (double)((long)nrows - inserted));
+        qz_metric_observe(h->seconds, (double)(monotonic_ns() - t0) / 1e9);
+        qz_debug("stored %ld new plays of %zu", inserted, n);
+        rc = 0;
+done:
+        for (size_t i = 0; events && i < n; i++)
+                json_decref(events[i]);
+        free(events);
+        free(rows);
+        return rc;
+}

@@ -1,0 +1,43 @@
+/* history.h - plays.v1 batches into play_history, idempotently, in one transaction.
+ *
+ * history_batch_cb is the consume loop's batch callback: it decodes every
+ * PlayEvent (undecodable or invalid ones are rejected to the DLQ), COPYs the
+ * valid ones into a session-local staging table and inserts them with
+ * ON CONFLICT (event_id) DO NOTHING, all in one transaction. It returns 0 only
+ * after that transaction committed, so the loop commits offsets only for
+ * durable plays; a replayed message is a no-op.
+ *
+ * Ownership: borrows the Postgres handle, Avro registry and metrics registry;
+ * history_free() frees only the struct. Runs on the consumer loop's thread. */
+#ifndef HISTORY_H
+#define HISTORY_H
+
+#include "kafka.h"
+
+#include <jansson.h>
+
+#include <stddef.h>
+
+struct qz_pg;
+struct qz_avro_registry;
+struct qz_metrics;
+struct history;
+
+struct history *history_new(struct qz_pg *pg, const struct qz_avro_registry *avro,
+                            struct qz_metrics *metrics);
+void history_free(struct history *h);
+int history_batch_cb(void *opaque, const struct qz_kafka_msg *msgs, size_t n,
+                     struct qz_kafka_batch *batch);
+
+/* Checks one decoded PlayEvent and formats its play_history COPY row
+ * (9 columns; NULL = SQL NULL). 0, or -1 with the reason. Pure; for tests. */
+struct history_row {
+        char event_id[37], user_id[37], track_id[37], played_at[40], duration[24];
+        const char *completed, *source, *device_type;
+        char playlist[37];
+        const char *values[9];
+};
+int history_row_from_event(const json_t *ev, struct history_row *row, char *errstr,
+                           size_t errstr_size);
+
+#endif

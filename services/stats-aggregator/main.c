@@ -1,0 +1,153 @@
+/* main.c - stats-aggregator: plays.v1 into play_history (and, later, user stats).
+ *
+ * Start-up order: config (exit 2 on a bad value), logging, signals, Avro
+ * schemas, metrics, Postgres handle (connects lazily, retries by itself),
+ * DLQ producer, consumer, health server, then the consume loop on this thread.
+ * Shutdown: the loop finishes its batch and commits, consumer close, producer
+ * flush, HTTP stop. */
+#include "avro.h"
+#include "cfg.h"
+#include "history.h"
+#include "http.h"
+#include "kafka.h"
+#include "log.h"
+#include "metrics.h"
+#include "pg.h"
+#include "sig.h"
+#include "version.h"
+
+#include <stdio.h>
+
+static struct {
+        struct qz_addr http_addr;
+        const char *brokers, *schema_dir, *pg_dsn, *group_id, *topic, *dlq_topic;
+        enum qz_log_level log_level;
+        long batch_size, batch_wait_ms;
+} cfg;
+
+static const struct qz_cfg_entry cfg_table[] = {
+    {"QOQNUZ_HTTP_ADDR", QZ_CFG_ADDR, "127.0.0.1:9102", 0, 0, &cfg.http_addr,
+     "listen address for health and metrics"},
+    {"QOQNUZ_KAFKA_BROKERS", QZ_CFG_STR, "127.0.0.1:59092", 0, 0, &cfg.brokers,
+     "Kafka bootstrap servers"},
+    {"QOQNUZ_PG_DSN", QZ_CFG_PG_DSN, "postgresql://qoqnuz:qoqnuz@127.0.0.1:55432/qoqnuz", 0, 0,
+     &cfg.pg_dsn, "Postgres connection string"},
+    {"QOQNUZ_SCHEMA_DIR", QZ_CFG_STR, "schemas", 0, 0, &cfg.schema_dir, "Avro schemas folder"},
+    {"QOQNUZ_LOG_LEVEL", QZ_CFG_LOGLEVEL, "info", 0, 0, &cfg.log_level, "log threshold"},
+    {"QOQNUZ_STATS_GROUP_ID", QZ_CFG_STR, "stats-aggregator", 0, 0, &cfg.group_id,
+     "consumer group"},
+    {"QOQNUZ_PLAYS_TOPIC", QZ_CFG_STR, "plays.v1", 0, 0, &cfg.topic, "input topic"},
+    {"QOQNUZ_PLAYS_DLQ_TOPIC", QZ_CFG_STR, "plays.dlq.v1", 0, 0, &cfg.dlq_topic,
+     "where undecodable plays go"},
+    {"QOQNUZ_STATS_BATCH_SIZE", QZ_CFG_INT, "2000", 1, 100000, &cfg.batch_size,
+     "plays per transaction"},
+    {"QOQNUZ_STATS_BATCH_WAIT_MS", QZ_CFG_INT, "200", 1, 60000, &cfg.batch_wait_ms,
+     "longest wait to fill a batch"},
+    {NULL, 0, NULL, 0, 0, NULL, NULL},
+};
+
+struct readiness {
+        struct qz_pg *pg;
+        struct qz_kafka_consumer *consumer;
+};
+
+static bool ready_cb(void *opaque, json_t *checks)
+{
+        struct readiness *r = opaque;
+        bool pg = qz_pg_ready(r->pg), kafka = qz_kafka_consumer_ready(r->consumer);
+        json_object_set_new(checks, "postgres", json_string(pg ? "ok" : "unreachable"));
+        json_object_set_new(checks, "kafka", json_string(kafka ? "ok" : "not in the group yet"));
+        return pg && kafka;
+}
+
+int main(int argc, char **argv)
+{
+        struct qz_avro_registry *avro = NULL;
+        struct qz_metrics *metrics = NULL;
+        struct qz_pg *pg = NULL;
+        struct qz_kafka_producer *dlq = NULL;
+        struct qz_kafka_consumer *consumer = NULL;
+        struct history *history = NULL;
+        struct qz_http_server *http = NULL;
+        char err[512];
+        int rc = 1;
+
+        if (argc > 1) {
+                printf("stats-aggregator %s: plays.v1 into Postgres. Settings:\n", QZ_VERSION);
+                qz_cfg_print_help(cfg_table);
+                return argv[1][0] == '-' && argv[1][1] == 'h' ? 0 : 2;
+        }
+        qz_cfg_load_or_exit(cfg_table);
+        qz_log_init("stats-aggregator", cfg.log_level);
+        qz_sig_install();
+
+        if (qz_avro_registry_load(cfg.schema_dir, &avro, err, sizeof(err)) != 0) {
+                qz_error("schemas: %s", err);
+                goto fail;
+        }
+        metrics = qz_metrics_new();
+        struct qz_pg_opts po = {.dsn = cfg.pg_dsn, .application_name = "stats-aggregator"};
+        if (!metrics || !(pg = qz_pg_new(&po, err, sizeof(err)))) {
+                qz_error("postgres: %s", err);
+                goto fail;
+        }
+        qz_pg_connect(pg, err, sizeof(err)); /* early, for readiness; failures retry later */
+
+        struct qz_kafka_producer_config pc = {
+            .brokers = cfg.brokers, .client_id = "stats-aggregator-dlq", .metrics = metrics};
+        if (qz_kafka_producer_new(&pc, &dlq, err, sizeof(err)) != 0) {
+                qz_error("kafka producer: %s", err);
+                goto fail;
+        }
+        const char *topics[] = {cfg.topic};
+        struct qz_kafka_consumer_config cc = {.brokers = cfg.brokers,
+                                              .group_id = cfg.group_id,
+                                              .topics = topics,
+                                              .ntopics = 1,
+                                              .service = "stats-aggregator",
+                                              .batch_size = (size_t)cfg.batch_size,
+                                              .batch_wait_ms = (int)cfg.batch_wait_ms,
+                                              .dlq_producer = dlq,
+                                              .avro = avro,
+                                              .dlq_topic = cfg.dlq_topic,
+                                              .metrics = metrics};
+        if (qz_kafka_consumer_new(&cc, &consumer, err, sizeof(err)) != 0) {
+                qz_error("kafka consumer: %s", err);
+                goto fail;
+        }
+        if (!(history = history_new(pg, avro, metrics)))
+                goto fail;
+
+        struct readiness readiness = {pg, consumer};
+        struct qz_http_options ho = {.addr = cfg.http_addr,
+                                     .threads = 1,
+                                     .metrics = metrics,
+                                     .ready_cb = ready_cb,
+                                     .ready_opaque = &readiness};
+        if (!(http = qz_http_start(&ho, err, sizeof(err)))) {
+                qz_error("http: %s", err);
+                goto fail;
+        }
+        char addr[300];
+        snprintf(addr, sizeof(addr), "%s:%d", cfg.http_addr.host, qz_http_port(http));
+        qz_log_kv(QZ_LOG_INFO, "up", "version", QZ_VERSION, "http", addr, "brokers", cfg.brokers,
+                  "group", cfg.group_id, "topic", cfg.topic, NULL);
+
+        if (qz_kafka_consumer_run(consumer, history_batch_cb, history, err, sizeof(err)) != 0) {
+                qz_error("consumer stopped: %s", err);
+                goto fail;
+        }
+        qz_info("stopping: last batch committed");
+        rc = 0;
+fail:
+        qz_kafka_consumer_close(consumer);
+        qz_kafka_producer_close(dlq, 5000);
+        qz_http_stop(http);
+        history_free(history);
+        qz_pg_free(pg);
+        qz_metrics_free(metrics);
+        qz_avro_registry_free(avro);
+        if (rc == 0)
+                qz_info("stopped");
+        return rc;
+}

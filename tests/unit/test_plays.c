@@ -1,0 +1,140 @@
+/* test_plays.c - play-ingestor body parsing and per-item validation, table-driven. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "../../services/play-ingestor/plays.h"
+
+#include <string.h>
+
+#define NOW 1780000000000LL /* 2026-05-28 */
+#define U1  "11111111-1111-4111-8111-111111111111"
+#define T1  "22222222-2222-4222-8222-222222222222"
+#define BASE                                                                                       \
+        "\"user_id\":\"" U1 "\",\"track_id\":\"" T1 "\",\"duration_played_ms\":1000,"              \
+        "\"source\":\"album\",\"device_type\":\"mobile\""
+
+static const struct plays_rules rules = {
+    .now_ms = NOW, .max_future_ms = 300000, .horizon_ms = 30LL * 86400000, .max_items = 3};
+
+static const struct {
+        const char *item;
+        const char *error; /* substring of the expected error; NULL = valid */
+} cases[] = {
+    {"{" BASE "}", NULL},
+    {"{" BASE ",\"completed\":true,\"played_at\":\"2026-05-28T20:26:00Z\"}", NULL},
+    {"{" BASE ",\"source_playlist_id\":\"" T1 "\"}", NULL},
+    {"{" BASE ",\"event_id\":\"AAAAAAAA-1111-4111-8111-111111111111\"}", NULL},
+    {"{" BASE ",\"color\":\"red\"}", "unknown field 'color'"},
+    {"{\"track_id\":\"" T1 "\",\"duration_played_ms\":1,\"source\":\"a\",\"device_type\":\"b\"}",
+     "user_id"},
+    {"{" BASE ",\"event_id\":\"nope\"}", "event_id"},
+    {"{" BASE ",\"completed\":\"yes\"}", "completed"},
+    {"{" BASE ",\"played_at\":\"yesterday\"}", "played_at"},
+    {"{" BASE ",\"played_at\":\"2030-01-01T00:00:00Z\"}", "future"},
+    {"{" BASE ",\"played_at\":\"2020-01-01T00:00:00Z\"}", "horizon"},
+    {"{\"user_id\":\"" U1 "\",\"track_id\":\"" T1 "\",\"duration_played_ms\":-5,"
+     "\"source\":\"album\",\"device_type\":\"mobile\"}",
+     "duration_played_ms"},
+    {"{\"user_id\":\"" U1 "\",\"track_id\":\"" T1 "\",\"duration_played_ms\":1.5,"
+     "\"source\":\"album\",\"device_type\":\"mobile\"}",
+     "duration_played_ms"},
+    {"{\"user_id\":\"" U1 "\",\"track_id\":\"" T1 "\",\"duration_played_ms\":1,"
+     "\"source\":\"Album Page\",\"device_type\":\"mobile\"}",
+     "source"},
+    {"[1]", "JSON object"},
+};
+
+static void test_items_table(void **state)
+{
+        (void)state;
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                char err[256] = "";
+                json_error_t jerr;
+                json_t *item = json_loads(cases[i].item, 0, &jerr);
+                assert_non_null(item);
+                json_t *ev = plays_validate(item, &rules, err, sizeof(err));
+                if (!cases[i].error) {
+                        if (!ev)
+                                fail_msg("case %zu: unexpected error %s", i, err);
+                } else {
+                        assert_null(ev);
+                        if (!strstr(err, cases[i].error))
+                                fail_msg("case %zu: error '%s' lacks '%s'", i, err, cases[i].error);
+                }
+                json_decref(ev);
+                json_decref(item);
+        }
+}
+
+static void test_event_fields(void **state)
+{
+        (void)state;
+        char err[256];
+        json_t *item = json_loads("{" BASE ",\"event_id\":\"AAAAAAAA-1111-4111-8111-111111111111\","
+                                  "\"played_at\":\"2026-05-28T20:26:00.250+01:00\"}",
+                                  0, NULL);
+        json_t *ev = plays_validate(item, &rules, err, sizeof(err));
+        assert_non_null(ev);
+        assert_string_equal(json_string_value(json_object_get(ev, "event_id")),
+                            "aaaaaaaa-1111-4111-8111-111111111111");
+        assert_int_equal(json_integer_value(json_object_get(ev, "played_at")),
+                         1779996360250LL); /* 19:26:00.250Z */
+        assert_false(json_is_true(json_object_get(ev, "completed")));
+        assert_true(json_is_null(json_object_get(ev, "source_playlist_id")));
+        json_decref(ev);
+        json_decref(item);
+
+        /* absent event_id and played_at: generated id, now */
+        item = json_loads("{" BASE "}", 0, NULL);
+        ev = plays_validate(item, &rules, err, sizeof(err));
+        assert_non_null(ev);
+        assert_int_equal(strlen(json_string_value(json_object_get(ev, "event_id"))), 36);
+        assert_int_equal(json_integer_value(json_object_get(ev, "played_at")), NOW);
+        json_decref(ev);
+        json_decref(item);
+}
+
+static void test_bodies(void **state)
+{
+        (void)state;
+        struct plays_batch b;
+        char err[256];
+        const char *arr = "[{" BASE "},{\"x\":1},{" BASE "}]";
+        assert_int_equal(plays_parse(arr, strlen(arr), false, &rules, &b, err, sizeof(err)), 0);
+        assert_int_equal(b.n, 3);
+        assert_non_null(b.items[0].event);
+        assert_null(b.items[1].event);
+        assert_non_null(strstr(b.items[1].error, "unknown field 'x'"));
+        assert_non_null(b.items[2].event);
+        plays_batch_free(&b);
+
+        const char *nd = "{" BASE "}\n\n{not json}\r\n{" BASE "}";
+        assert_int_equal(plays_parse(nd, strlen(nd), true, &rules, &b, err, sizeof(err)), 0);
+        assert_int_equal(b.n, 3);
+        assert_null(b.items[1].event);
+        assert_non_null(strstr(b.items[1].error, "invalid JSON"));
+        plays_batch_free(&b);
+
+        const char *too_many = "[{" BASE "},{" BASE "},{" BASE "},{" BASE "}]";
+        assert_int_equal(
+            plays_parse(too_many, strlen(too_many), false, &rules, &b, err, sizeof(err)), -2);
+        assert_non_null(strstr(err, "too many"));
+
+        static const char *bad[] = {"", "[]", "42", "{", "\"str\""};
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+                assert_int_equal(
+                    plays_parse(bad[i], strlen(bad[i]), false, &rules, &b, err, sizeof(err)), -1);
+        assert_int_equal(plays_parse("\n\n", 2, true, &rules, &b, err, sizeof(err)), -1);
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+            cmocka_unit_test(test_items_table),
+            cmocka_unit_test(test_event_fields),
+            cmocka_unit_test(test_bodies),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
