@@ -19,7 +19,8 @@ teardown() {
   for f in "$T"/*.pid; do [ -f "$f" ] && stop_pidfile "$f"; done
   stop_pidfile "$T/broker/dev-broker.pid"
   redis_stop "$T/redis"
-  pg_stop "$T/pg"
+  # every cluster under $T, including ones a failed test started itself
+  for f in $(find "$T" -name postmaster.pid 2>/dev/null); do pg_stop "$(dirname "$(dirname "$f")")"; done
   if [ "${QZ_KEEP_TEST_DIR:-0}" = 1 ]; then log "test folder kept: $T"; else rm -rf "$T"; fi
 }
 trap teardown EXIT

@@ -22,6 +22,7 @@
 struct qz_demo_ingest {
         CURL *curl;
         struct curl_slist *headers;
+        char url[512]; /* for error messages */
         char *body;
         size_t len;
         int n;
@@ -97,6 +98,7 @@ struct qz_demo_ingest *qz_demo_ingest_open(const char *url, const char *token, c
                 goto fail;
         }
         s->headers = h;
+        snprintf(s->url, sizeof(s->url), "%s", url);
         curl_easy_setopt(s->curl, CURLOPT_URL, url);
         curl_easy_setopt(s->curl, CURLOPT_HTTPHEADER, s->headers);
         curl_easy_setopt(s->curl, CURLOPT_WRITEFUNCTION, write_cb);
@@ -168,11 +170,11 @@ static int post_batch(struct qz_demo_ingest *s, char *errstr, size_t errstr_size
                 int64_t left = deadline - now_ms();
                 if (!again || left <= 0) {
                         if (rc != CURLE_OK)
-                                snprintf(errstr, errstr_size, "POST /v1/plays: %s%s",
+                                snprintf(errstr, errstr_size, "POST %s: %s%s", s->url,
                                          curl_easy_strerror(rc),
                                          again ? " (gave up after 60 s of retries)" : "");
                         else
-                                snprintf(errstr, errstr_size, "POST /v1/plays: HTTP %ld%s: %.300s",
+                                snprintf(errstr, errstr_size, "POST %s: HTTP %ld%s: %.300s", s->url,
                                          status, again ? " (gave up after 60 s of retries)" : "",
                                          s->resp_len ? s->resp : "(empty body)");
                         return -1;

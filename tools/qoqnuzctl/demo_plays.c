@@ -462,7 +462,6 @@ int qz_demo_plays_generate(const struct qz_demo_catalog *c, const struct qz_demo
                 if (n == 0)
                         continue;
                 build_user(&g, i, n, u);
-                g.zipf_cum[0] = 1.0; /* the table is shared; n_lib bounds the draw */
                 if (user_plays(&g, u, n, errstr, errstr_size) < 0)
                         goto fail;
         }
