@@ -27,10 +27,11 @@ SERVICES := $(notdir $(patsubst %/main.c,%,$(wildcard services/*/main.c)))
 TOOLS    := $(notdir $(patsubst %/main.c,%,$(wildcard tools/*/main.c)))
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 IT_TESTS   := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(wildcard tests/integration/it_*.c))
+BENCHES := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/bench_*.c))
 BINS := $(addprefix $(BUILD)/bin/,$(SERVICES) $(TOOLS))
 
 .PHONY: all deps run up down test test-asan fuzz bench lint format clean
-all: $(BINS) $(UNIT_TESTS) $(IT_TESTS)
+all: $(BINS) $(UNIT_TESTS) $(IT_TESTS) $(BENCHES)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -53,6 +54,10 @@ $(BUILD)/bin/%: $$(addprefix $(BUILD)/,$$(subst .c,.o,$$(wildcard services/$$*/*
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(SVC_LIB) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+
+$(BUILD)/bench/%: $(BUILD)/bench/%.o $(SVC_LIB) $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/it_%: $(BUILD)/tests/integration/it_%.o $(SVC_LIB) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
@@ -94,7 +99,7 @@ fuzz: deps
 	done
 
 bench: deps all
-	@bash bench/run.sh
+	@BUILD=$(BUILD) bash bench/run.sh
 
 lint:
 	clang-format --dry-run --Werror $(shell git ls-files '*.c' '*.h')

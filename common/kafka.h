@@ -149,6 +149,13 @@ struct qz_kafka_consumer_config {
         const char *dlq_topic;
         int dlq_timeout_ms;         /* wait for the DLQ ack; 0 = 10000 */
         struct qz_metrics *metrics; /* NULL = none */
+        /* Called on the loop's thread at most every idle_interval_ms (0 = 1000)
+         * while no message arrives: the place to ping Postgres or Redis so a
+         * dependency that came back is noticed (and readiness turns true)
+         * without waiting for traffic. NULL = none. */
+        void (*idle_cb)(void *idle_opaque);
+        void *idle_opaque;
+        int idle_interval_ms;
 };
 
 int qz_kafka_consumer_new(const struct qz_kafka_consumer_config *cfg,

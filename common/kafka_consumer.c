@@ -48,6 +48,10 @@ struct qz_kafka_consumer {
         const struct qz_avro_registry *avro;
         size_t batch_size;
         int batch_wait_ms, retry_min_ms, retry_max_ms, lag_interval_ms, dlq_timeout_ms;
+        void (*idle_cb)(void *);
+        void *idle_opaque;
+        int idle_interval_ms;
+        int64_t next_idle_ms;
         struct qz_metrics *metrics;
         struct qz_metric *m_consumed, *m_committed, *m_dlq, *m_retries, *m_resets, *m_commit_failed;
         atomic_bool stop;
@@ -259,6 +263,9 @@ int qz_kafka_consumer_new(const struct qz_kafka_consumer_config *cfg,
         c->retry_min_ms = cfg->retry_min_ms > 0 ? cfg->retry_min_ms : 100;
         c->retry_max_ms = cfg->retry_max_ms > 0 ? cfg->retry_max_ms : 10000;
         c->lag_interval_ms = cfg->lag_interval_ms > 0 ? cfg->lag_interval_ms : 5000;
+        c->idle_cb = cfg->idle_cb;
+        c->idle_opaque = cfg->idle_opaque;
+        c->idle_interval_ms = cfg->idle_interval_ms > 0 ? cfg->idle_interval_ms : 1000;
         c->dlq_timeout_ms = cfg->dlq_timeout_ms > 0 ? cfg->dlq_timeout_ms : 10000;
         c->dlq_producer = cfg->dlq_producer;
         c->avro = cfg->avro;
@@ -713,8 +720,13 @@ int qz_kafka_consumer_run(struct qz_kafka_consumer *c, qz_kafka_batch_cb cb, voi
                         drop_pending(c, NULL);
                         return -1;
                 }
-                if (c->npending > 0)
+                if (c->npending > 0) {
                         process(c, cb, opaque);
+                        c->next_idle_ms = mono_ms() + c->idle_interval_ms;
+                } else if (c->idle_cb && mono_ms() >= c->next_idle_ms) {
+                        c->idle_cb(c->idle_opaque);
+                        c->next_idle_ms = mono_ms() + c->idle_interval_ms;
+                }
         }
         return 0;
 }

@@ -46,6 +46,13 @@ static const struct qz_cfg_entry cfg_table[] = {
     {NULL, 0, NULL, 0, 0, NULL, NULL},
 };
 
+/* Between batches: keep the Postgres connection (and so readiness) current. */
+static void idle_cb(void *opaque)
+{
+        char err[512];
+        qz_pg_ping(opaque, err, sizeof(err));
+}
+
 struct readiness {
         struct qz_pg *pg;
         struct qz_kafka_consumer *consumer;
@@ -110,7 +117,9 @@ int main(int argc, char **argv)
                                               .dlq_producer = dlq,
                                               .avro = avro,
                                               .dlq_topic = cfg.dlq_topic,
-                                              .metrics = metrics};
+                                              .metrics = metrics,
+                                              .idle_cb = idle_cb,
+                                              .idle_opaque = pg};
         if (qz_kafka_consumer_new(&cc, &consumer, err, sizeof(err)) != 0) {
                 qz_error("kafka consumer: %s", err);
                 goto fail;

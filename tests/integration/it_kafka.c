@@ -19,6 +19,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -504,6 +505,87 @@ static void test_broker_down_then_up(void **state)
         qz_kafka_producer_close(p, 5000);
 }
 
+struct bg {
+        struct qz_kafka_consumer *c;
+        atomic_int got;
+        int rc;
+};
+
+static int count_cb(void *opaque, const struct qz_kafka_msg *msgs, size_t n,
+                    struct qz_kafka_batch *batch)
+{
+        struct bg *b = opaque;
+        (void)msgs;
+        (void)batch;
+        atomic_fetch_add(&b->got, (int)n);
+        return 0;
+}
+
+static void *bg_run(void *arg)
+{
+        struct bg *b = arg;
+        char err[512];
+        b->rc = qz_kafka_consumer_run(b->c, count_cb, b, err, sizeof(err));
+        return NULL;
+}
+
+/* Polls until cond(p, c) or timeout_ms; returns whether it became true. */
+static bool wait_until(bool (*cond)(struct qz_kafka_producer *, struct qz_kafka_consumer *),
+                       struct qz_kafka_producer *p, struct qz_kafka_consumer *c, int timeout_ms)
+{
+        for (int64_t end = mono_ms() + timeout_ms; mono_ms() < end; usleep(100000))
+                if (cond(p, c))
+                        return true;
+        return false;
+}
+
+static bool both_ready(struct qz_kafka_producer *p, struct qz_kafka_consumer *c)
+{
+        return qz_kafka_producer_ready(p) && qz_kafka_consumer_ready(c);
+}
+
+static bool neither_ready(struct qz_kafka_producer *p, struct qz_kafka_consumer *c)
+{
+        return !qz_kafka_producer_ready(p) && !qz_kafka_consumer_ready(c);
+}
+
+/* Every broker down: producer and consumer report not-ready; brought back,
+ * both recover by themselves and the consumer receives new messages. */
+static void test_all_brokers_down_readiness(void **state)
+{
+        (void)state;
+        char topic[128], group[128];
+        struct bg b = {.rc = -1};
+        pthread_t t;
+        struct qz_kafka_producer *p = producer_new(60000);
+        name(topic, sizeof(topic), "ready");
+        name(group, sizeof(group), "g-ready");
+        produce_n(p, topic, "a", 1, -1);
+        b.c = consumer_new(group, topic, NULL, NULL, NULL);
+        assert_int_equal(pthread_create(&t, NULL, bg_run, &b), 0);
+        assert_true(wait_until(both_ready, p, b.c, 15000));
+
+        broker_control("down 1");
+        broker_control("down 2");
+        broker_control("down 3");
+        bool went_down = wait_until(neither_ready, p, b.c, 10000);
+        broker_control("up 1");
+        broker_control("up 2");
+        broker_control("up 3");
+        assert_true(went_down);
+        assert_true(wait_until(both_ready, p, b.c, 30000));
+
+        produce_n(p, topic, "b", 1, -1);
+        for (int64_t end = mono_ms() + 20000; mono_ms() < end && atomic_load(&b.got) < 2;)
+                usleep(100000);
+        qz_kafka_consumer_stop(b.c);
+        pthread_join(t, NULL);
+        assert_int_equal(b.rc, 0);
+        assert_int_equal(atomic_load(&b.got), 2);
+        qz_kafka_consumer_close(b.c);
+        qz_kafka_producer_close(p, 5000);
+}
+
 int main(int argc, char **argv)
 {
         char err[512], dir[4096];
@@ -534,6 +616,7 @@ int main(int argc, char **argv)
             cmocka_unit_test(test_poison_goes_to_dlq),
             cmocka_unit_test(test_offset_out_of_range_is_an_incident),
             cmocka_unit_test(test_broker_down_then_up),
+            cmocka_unit_test(test_all_brokers_down_readiness),
         };
         int rc = cmocka_run_group_tests(tests, NULL, NULL);
         qz_avro_registry_free(registry);
