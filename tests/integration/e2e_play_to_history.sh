@@ -122,4 +122,16 @@ echo "ok: 202 plays exactly once across a SIGKILL of the aggregator"
 # the restarted consumer resumes from committed offsets: nothing replays into a new row
 sleep 2
 [ "$(count)" = 202 ] || fail "row count changed after settling: $(count)"
-echo "e2e: all checks passed"
+
+# SIGTERM: both stop cleanly (exit 0) and, under ASan/UBSan, report nothing
+for svc in ingestor aggregator; do
+  pid=$(cat "$D/$svc.pid")
+  kill -TERM "$pid"
+  rc=0
+  wait "$pid" || rc=$?
+  rm -f "$D/$svc.pid"
+  [ $rc = 0 ] || fail "$svc exited $rc on SIGTERM"
+  ! grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$D/$svc.log" || fail "$svc: sanitizer report"
+  grep -q '"msg":"stopped"' "$D/$svc.log" || fail "$svc did not log its clean stop"
+done
+echo "ok: both services stop cleanly on SIGTERM"
