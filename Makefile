@@ -30,7 +30,7 @@ IT_TESTS   := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(wildcard tests
 BENCHES := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/bench_*.c))
 BINS := $(addprefix $(BUILD)/bin/,$(SERVICES) $(TOOLS))
 
-.PHONY: all deps run up down test test-asan fuzz bench lint format clean
+.PHONY: all deps run up down test test-asan fuzz fuzz-run bench lint format clean
 all: $(BINS) $(UNIT_TESTS) $(IT_TESTS) $(BENCHES)
 
 $(BUILD)/%.o: %.c
@@ -66,14 +66,18 @@ $(BUILD)/tests/it_%: $(BUILD)/tests/integration/it_%.o $(SVC_LIB) $(COMMON_LIB)
 deps:
 	@bash scripts/deps.sh
 
-run: deps all
-	@bash scripts/stack.sh run
+# deps first, then a fresh make: pkg-config flags are read when a make starts,
+# so on a new machine they exist only after deps installed the packages.
+run: deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) bash scripts/stack.sh run
 
-up: deps all
-	@bash scripts/stack.sh up
+up: deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) bash scripts/stack.sh up
 
 down:
-	@bash scripts/stack.sh down
+	@BUILD=$(BUILD) bash scripts/stack.sh down
 
 test: deps
 	@$(MAKE) --no-print-directory all
@@ -87,6 +91,9 @@ test-asan: deps
 FUZZ_SECONDS ?= 30
 FUZZ_FLAGS := -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer
 fuzz: deps
+	@$(MAKE) --no-print-directory fuzz-run
+
+fuzz-run:
 	@$(MAKE) --no-print-directory CC=clang BUILD=build-fuzz OPT="-O1 -g $(FUZZ_FLAGS)" \
 		build-fuzz/libqzcommon.a build-fuzz/libqzsvc.a
 	@set -e; for f in tests/fuzz/fuzz_*.c; do \
@@ -98,7 +105,8 @@ fuzz: deps
 		build-fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -max_len=4096 build-fuzz/corpus-$$n 2>&1 | tail -3; \
 	done
 
-bench: deps all
+bench: deps
+	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) bash bench/run.sh
 
 lint:

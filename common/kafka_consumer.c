@@ -14,6 +14,7 @@
  * max.poll.interval.ms (5 min) costs the group membership, the commit then
  * fails and the batch is replayed after rejoining (effects are idempotent). */
 #include "kafka.h"
+#include "clock.h"
 #include "dlq.h"
 #include "log.h"
 #include "metrics.h"
@@ -63,13 +64,6 @@ struct qz_kafka_consumer {
         int64_t next_lag_ms;
 };
 
-static int64_t mono_ms(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static bool stopping(struct qz_kafka_consumer *c)
 {
         return atomic_load(&c->stop) || qz_sig_stop_requested();
@@ -78,7 +72,7 @@ static bool stopping(struct qz_kafka_consumer *c)
 /* Sleeps ms in short slices; true when a stop was requested meanwhile. */
 static bool sleep_unless_stopped(struct qz_kafka_consumer *c, int ms)
 {
-        for (int64_t end = mono_ms() + ms; mono_ms() < end;) {
+        for (int64_t end = qz_clock_mono_ms() + ms; qz_clock_mono_ms() < end;) {
                 if (stopping(c))
                         return true;
                 usleep(20000);
@@ -314,7 +308,7 @@ int qz_kafka_consumer_new(const struct qz_kafka_consumer_config *cfg,
                          rd_kafka_err2str(err));
                 goto fail;
         }
-        c->next_lag_ms = mono_ms() + c->lag_interval_ms;
+        c->next_lag_ms = qz_clock_mono_ms() + c->lag_interval_ms;
         *out = c;
         return 0;
 oom:
@@ -577,15 +571,15 @@ static int collect(struct qz_kafka_consumer *c, char *errstr, size_t errstr_size
         while (c->npending < c->batch_size && !stopping(c)) {
                 int timeout = 100;
                 if (c->npending > 0) {
-                        int64_t left = deadline - mono_ms();
+                        int64_t left = deadline - qz_clock_mono_ms();
                         if (left <= 0)
                                 break;
                         timeout = left < timeout ? (int)left : timeout;
                 }
                 rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, timeout);
-                if (mono_ms() >= c->next_lag_ms) {
+                if (qz_clock_mono_ms() >= c->next_lag_ms) {
                         refresh_lag(c);
-                        c->next_lag_ms = mono_ms() + c->lag_interval_ms;
+                        c->next_lag_ms = qz_clock_mono_ms() + c->lag_interval_ms;
                 }
                 if (!m) {
                         if (c->npending == 0)
@@ -602,7 +596,7 @@ static int collect(struct qz_kafka_consumer *c, char *errstr, size_t errstr_size
                 atomic_store(&c->all_down, false);
                 c->pending[c->npending++] = m;
                 if (c->npending == 1)
-                        deadline = mono_ms() + c->batch_wait_ms;
+                        deadline = qz_clock_mono_ms() + c->batch_wait_ms;
         }
         return 0;
 }
@@ -722,10 +716,10 @@ int qz_kafka_consumer_run(struct qz_kafka_consumer *c, qz_kafka_batch_cb cb, voi
                 }
                 if (c->npending > 0) {
                         process(c, cb, opaque);
-                        c->next_idle_ms = mono_ms() + c->idle_interval_ms;
-                } else if (c->idle_cb && mono_ms() >= c->next_idle_ms) {
+                        c->next_idle_ms = qz_clock_mono_ms() + c->idle_interval_ms;
+                } else if (c->idle_cb && qz_clock_mono_ms() >= c->next_idle_ms) {
                         c->idle_cb(c->idle_opaque);
-                        c->next_idle_ms = mono_ms() + c->idle_interval_ms;
+                        c->next_idle_ms = qz_clock_mono_ms() + c->idle_interval_ms;
                 }
         }
         return 0;

@@ -1,5 +1,6 @@
 /* pg.c - a Postgres connection that reconnects by itself (libpq wrapper; see pg.h). */
 #include "pg.h"
+#include "clock.h"
 
 #include "log.h"
 
@@ -48,13 +49,6 @@ struct qz_pg {
         char *rowbuf; /* qz_pg_copy_row's line buffer, reused */
         size_t rowcap;
 };
-
-static int64_t now_ms(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* libpq messages end in a newline and may span lines; errors here are one line. */
 static void copy_line(char *dst, size_t dst_size, const char *src)
@@ -243,7 +237,7 @@ static int setup_session(struct qz_pg *pg, char *errstr, size_t errstr_size)
 
 static void schedule_retry(struct qz_pg *pg)
 {
-        pg->next_attempt_ms = now_ms() + pg->backoff_ms;
+        pg->next_attempt_ms = qz_clock_mono_ms() + pg->backoff_ms;
         pg->backoff_ms *= 2;
         if (pg->backoff_ms > pg->backoff_max_ms)
                 pg->backoff_ms = pg->backoff_max_ms;
@@ -264,7 +258,7 @@ static int ensure(struct qz_pg *pg, char *errstr, size_t errstr_size)
         if (pg->conn)
                 drop_conn(pg, PQerrorMessage(pg->conn));
 
-        int64_t now = now_ms();
+        int64_t now = qz_clock_mono_ms();
         if (now < pg->next_attempt_ms) {
                 set_state_code(pg, "08001");
                 snprintf(errstr, errstr_size,
@@ -807,7 +801,7 @@ int qz_pg_notify_wait(struct qz_pg *pg, int timeout_ms, PGnotify **out, char *er
         *out = NULL;
         if (not_in_copy(pg, errstr, errstr_size) != 0 || ensure(pg, errstr, errstr_size) != 0)
                 return -1;
-        int64_t deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+        int64_t deadline = qz_clock_mono_ms() + (timeout_ms > 0 ? timeout_ms : 0);
         for (;;) {
                 if (!PQconsumeInput(pg->conn)) {
                         fail_result(pg, NULL, errstr, errstr_size);
@@ -819,7 +813,7 @@ int qz_pg_notify_wait(struct qz_pg *pg, int timeout_ms, PGnotify **out, char *er
                         clear_error(pg);
                         return 1;
                 }
-                int64_t left = deadline - now_ms();
+                int64_t left = deadline - qz_clock_mono_ms();
                 if (left <= 0)
                         return 0;
                 struct pollfd pfd = {.fd = PQsocket(pg->conn), .events = POLLIN};

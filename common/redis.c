@@ -1,5 +1,6 @@
 /* redis.c - one hiredis connection with AUTH/SELECT, reconnect with backoff, pipelining. */
 #include "redis.h"
+#include "clock.h"
 
 #include "log.h"
 
@@ -32,13 +33,6 @@ struct qz_redis {
         bool append_failed;
         char append_err[256];
 };
-
-static int64_t now_ms(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void mark_up(struct qz_redis *r)
 {
@@ -76,7 +70,7 @@ static void back_off(struct qz_redis *r)
         r->backoff_ms = r->backoff_ms ? r->backoff_ms * 2 : BACKOFF_MIN_MS;
         if (r->backoff_ms > BACKOFF_MAX_MS)
                 r->backoff_ms = BACKOFF_MAX_MS;
-        r->next_try_ms = now_ms() + r->backoff_ms;
+        r->next_try_ms = qz_clock_mono_ms() + r->backoff_ms;
 }
 
 /* True when the server closed (or wrote unasked to) an idle connection. */
@@ -129,7 +123,7 @@ static int ensure(struct qz_redis *r, char *errstr, size_t errstr_size)
         }
         if (r->c)
                 return 0;
-        if (now_ms() < r->next_try_ms) {
+        if (qz_clock_mono_ms() < r->next_try_ms) {
                 snprintf(errstr, errstr_size, "redis %s:%d unavailable: %s", r->url.host,
                          r->url.port, r->last_err);
                 return -1;

@@ -9,7 +9,7 @@ PKGS=(
   libmicrohttpd-dev libjansson-dev libjwt-dev uuid-dev libcurl4-openssl-dev
   postgresql postgresql-client redis-server redis-tools
   python3 python3-avro
-  clang-format
+  clang clang-format libclang-rt-14-dev
   # analysis library (lib/analysis): decoding and features
   libsndfile1-dev libaubio-dev libebur128-dev libfftw3-dev
 )

@@ -1,5 +1,6 @@
 /* ingest.c - the POST /v1/plays handler: auth, validation, Avro, produce, answer. */
 #include "ingest.h"
+#include "clock.h"
 
 #include "auth.h"
 #include "avro.h"
@@ -93,13 +94,6 @@ bool ingest_ready_cb(void *opaque, json_t *checks)
         return ok;
 }
 
-static int64_t monotonic_ns(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
 /* A listener may post only its own plays; a service token any user's.
  * Admins are people too: their token is held to its own sub. */
 static bool may_post_for(const struct qz_auth_claims *who, const char *user_id)
@@ -166,12 +160,12 @@ static int produce(struct ingest *in, struct plays_batch *b, size_t naccepted,
         }
 
         qz_metric_add(in->inflight, 1);
-        int64_t t0 = monotonic_ns();
+        int64_t t0 = qz_clock_mono_ns();
         pthread_rwlock_rdlock(&in->lock);
         enum qz_kafka_status st = qz_kafka_produce_wait(
             in->producer, recs, n, (int)in->cfg.ack_timeout_ms, err, sizeof(err));
         pthread_rwlock_unlock(&in->lock);
-        qz_metric_observe(in->produce_seconds, (double)(monotonic_ns() - t0) / 1e9);
+        qz_metric_observe(in->produce_seconds, (double)(qz_clock_mono_ns() - t0) / 1e9);
         qz_metric_add(in->inflight, -1);
 
         switch (st) {

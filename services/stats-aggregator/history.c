@@ -1,5 +1,6 @@
 /* history.c - plays.v1 batches into play_history, idempotently, in one transaction. */
 #include "history.h"
+#include "clock.h"
 
 #include "avro.h"
 #include "json.h"
@@ -97,13 +98,6 @@ int history_row_from_event(const json_t *ev, struct history_row *row, char *errs
         return 0;
 }
 
-static int64_t monotonic_ns(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
 /* Decodes msgs into rows; rejected messages are marked for the DLQ. */
 static size_t decode_batch(struct history *h, const struct qz_kafka_msg *msgs, size_t n,
                            struct qz_kafka_batch *batch, struct history_row *rows, json_t **events)
@@ -191,7 +185,7 @@ int history_batch_cb(void *opaque, const struct qz_kafka_msg *msgs, size_t n,
         json_t **events = calloc(n, sizeof(*events));
         int rc = -1;
         long inserted = 0;
-        int64_t t0 = monotonic_ns();
+        int64_t t0 = qz_clock_mono_ns();
         if (!rows || !events)
                 goto done;
         size_t nrows = decode_batch(h, msgs, n, batch, rows, events);
@@ -202,7 +196,7 @@ int history_batch_cb(void *opaque, const struct qz_kafka_msg *msgs, size_t n,
         qz_metric_add(h->consumed, (double)n);
         qz_metric_add(h->persisted, (double)inserted);
         qz_metric_add(h->duplicates, (double)((long)nrows - inserted));
-        qz_metric_observe(h->seconds, (double)(monotonic_ns() - t0) / 1e9);
+        qz_metric_observe(h->seconds, (double)(qz_clock_mono_ns() - t0) / 1e9);
         qz_debug("stored %ld new plays of %zu", inserted, n);
         rc = 0;
 done:

@@ -6,6 +6,7 @@
  * play-ingestor over HTTP, or with --bulk straight into play_history by COPY
  * (then the reconcile jobs must run). */
 #include "auth.h"
+#include "clock.h"
 #include "cfg.h"
 #include "ctl.h"
 #include "demo.h"
@@ -38,13 +39,6 @@ struct progress {
         double t0;
 };
 
-static double now_s(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 static int progress_emit_cb(const struct qz_demo_play *p, void *ctx, char *errstr,
                             size_t errstr_size)
 {
@@ -52,7 +46,7 @@ static int progress_emit_cb(const struct qz_demo_play *p, void *ctx, char *errst
         if (pr->emit(p, pr->ctx, errstr, errstr_size) != 0)
                 return -1;
         if (++pr->count % 1000000 == 0) {
-                double dt = now_s() - pr->t0;
+                double dt = qz_clock_mono_s() - pr->t0;
                 fprintf(stderr, "demo: %llu/%llu plays, %.1f s, %.0f plays/s\n", pr->count,
                         pr->total, dt, (double)pr->count / (dt > 0 ? dt : 1e-9));
         }
@@ -243,7 +237,7 @@ static int load_plays(const struct qz_demo_catalog *c, const struct opts *o, con
                                         .n_plays = o->plays,
                                         .days = (int)o->days,
                                         .end_ms = end_ms};
-        struct progress pr = {.total = o->plays, .t0 = now_s()};
+        struct progress pr = {.total = o->plays, .t0 = qz_clock_mono_s()};
         struct qz_demo_copy *copy = NULL;
         struct qz_demo_ingest *http = NULL;
         char *token = NULL;
@@ -274,7 +268,7 @@ static int load_plays(const struct qz_demo_catalog *c, const struct opts *o, con
                         snprintf(err, sizeof(err), "%s", err2);
                 goto fail;
         }
-        double dt = now_s() - pr.t0;
+        double dt = qz_clock_mono_s() - pr.t0;
         if (o->bulk) {
                 printf("demo: %llu plays over %llu days COPYed into play_history (%lld new) in "
                        "%.1f s, %.0f plays/s\n",
@@ -339,7 +333,7 @@ int ctl_demo(int argc, char **argv)
         time_t now = time(NULL);
         int64_t end_ms = ((int64_t)now / 3600) * 3600 * 1000;
         int32_t today = (int32_t)(now / 86400);
-        double t0 = now_s();
+        double t0 = qz_clock_mono_s();
 
         if (qz_demo_catalog_build(&cat, o.seed, o.artists, o.tracks, today, err, sizeof(err)) != 0)
                 goto fail;
@@ -360,7 +354,7 @@ int ctl_demo(int argc, char **argv)
                 printf("demo: seed %llu: %zu artists, %zu albums, %zu tracks, %llu users "
                        "(new rows: %ld artists, %ld albums, %ld tracks, %ld users) in %.1f s\n",
                        o.seed, cat.n_artists, cat.n_albums, cat.n_tracks, o.users, n.artists,
-                       n.albums, n.tracks, n.users, now_s() - t0);
+                       n.albums, n.tracks, n.users, qz_clock_mono_s() - t0);
                 if (o.audio)
                         printf("demo: %llu audio files (WAV 22050 Hz mono) and labels.tsv in %s\n",
                                o.audio, audio_dir);

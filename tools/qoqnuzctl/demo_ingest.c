@@ -6,6 +6,7 @@
  * given) for up to 60 s per batch; anything else stops the load with the
  * status and the start of the answer. */
 #include "demo.h"
+#include "clock.h"
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -32,13 +33,6 @@ struct qz_demo_ingest {
         long long accepted, rejected, retries;
         char first_reject[256];
 };
-
-static int64_t now_ms(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void sleep_ms(int64_t ms)
 {
@@ -149,7 +143,7 @@ static bool retryable_curl(CURLcode rc)
 
 static int post_batch(struct qz_demo_ingest *s, char *errstr, size_t errstr_size)
 {
-        int64_t deadline = now_ms() + RETRY_WINDOW_MS, backoff = 250;
+        int64_t deadline = qz_clock_mono_ms() + RETRY_WINDOW_MS, backoff = 250;
         s->body[s->len++] = ']';
         curl_easy_setopt(s->curl, CURLOPT_POSTFIELDS, s->body);
         curl_easy_setopt(s->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)s->len);
@@ -167,7 +161,7 @@ static int post_batch(struct qz_demo_ingest *s, char *errstr, size_t errstr_size
                 bool again = rc == CURLE_OK ? (status == 503 || status == 429 || status == 502 ||
                                                status == 504)
                                             : retryable_curl(rc);
-                int64_t left = deadline - now_ms();
+                int64_t left = deadline - qz_clock_mono_ms();
                 if (!again || left <= 0) {
                         if (rc != CURLE_OK)
                                 snprintf(errstr, errstr_size, "POST %s: %s%s", s->url,
