@@ -121,3 +121,41 @@ wait_ready() {
   done
   return 1
 }
+
+# servers_start DIR: Postgres (migrated), Redis and the dev-broker on free ports under DIR,
+# for tests and benchmarks; exports QZ_TEST_PG_DSN, QZ_TEST_REDIS_URL, QZ_TEST_BROKERS,
+# QZ_TEST_BROKER_CONTROL, QZ_TEST_TMP, QZ_TEST_ROOT, QZ_TEST_BIN. servers_stop DIR undoes it.
+servers_start() {
+  local T=$1 root
+  root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+  chmod 755 "$T"
+  export QZ_TEST_ROOT=$root
+  export QZ_TEST_BIN=$root/${BUILD:-build}/bin
+  local pg_port redis_port broker_port control_port
+  pg_port=$(free_port)
+  redis_port=$(free_port)
+  broker_port=$(free_port)
+  control_port=$(free_port)
+  log "servers: Postgres $pg_port, Redis $redis_port, dev-broker $broker_port/$control_port in $T"
+  QZ_PG_FSYNC=${QZ_PG_FSYNC:-off} pg_start "$T/pg" "$pg_port"
+  redis_start "$T/redis" "$redis_port"
+  broker_start "$T/broker" "$broker_port" "$control_port" "$QZ_TEST_BIN"
+  export QZ_TEST_PG_DSN="postgresql://qoqnuz@127.0.0.1:$pg_port/qoqnuz"
+  export QZ_TEST_REDIS_URL="redis://127.0.0.1:$redis_port/0"
+  export QZ_TEST_BROKERS="127.0.0.1:$broker_port"
+  export QZ_TEST_BROKER_CONTROL="127.0.0.1:$control_port"
+  export QZ_TEST_TMP=$T
+  export QOQNUZ_SCHEMA_DIR=$root/schemas QOQNUZ_SQL_DIR=$root/sql
+  QOQNUZ_PG_DSN=$QZ_TEST_PG_DSN "$QZ_TEST_BIN/qoqnuzctl" migrate >"$T/migrate.log" 2>&1 ||
+    { cat "$T/migrate.log" >&2; die "migrations failed on the test database"; }
+}
+
+servers_stop() {
+  local T=$1 f
+  for f in "$T"/*.pid; do [ -f "$f" ] && stop_pidfile "$f"; done
+  stop_pidfile "$T/broker/dev-broker.pid"
+  redis_stop "$T/redis"
+  # every cluster under $T, including ones a failed test started itself
+  for f in $(find "$T" -name postmaster.pid 2>/dev/null); do pg_stop "$(dirname "$(dirname "$f")")"; done
+  if [ "${QZ_KEEP_TEST_DIR:-0}" = 1 ]; then log "folder kept: $T"; else rm -rf "$T"; fi
+}
