@@ -5,18 +5,24 @@
 
 CC      ?= cc
 BUILD   ?= build
-PKGS    := rdkafka avro-c libpq hiredis libmicrohttpd jansson libjwt uuid libcurl
+PKGS    := rdkafka avro-c libpq hiredis libmicrohttpd jansson libjwt uuid libcurl \
+           sndfile aubio libebur128 fftw3
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 OPT     ?= -O2 -g
-CFLAGS  := $(OPT) -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Icommon $(PKG_CFLAGS)
+CFLAGS  := $(OPT) -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Icommon -Ilib $(PKG_CFLAGS)
 LDLIBS  += $(PKG_LIBS) -lpthread -lm
 SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 COMMON_SRC := $(wildcard common/*.c)
 COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/%.o)
 COMMON_LIB := $(BUILD)/libqzcommon.a
+
+# lib/analysis: the audio-analysis library (linked by every binary; only the
+# services that call it pull its objects out of the archive).
+ANALYSIS_SRC := $(wildcard lib/analysis/*.c)
+ANALYSIS_LIB := $(BUILD)/libqzanalysis.a
 
 # Service modules other than main.c, so unit tests can link a service's pure logic.
 SVC_SRC := $(filter-out %/main.c,$(wildcard services/*/*.c))
@@ -41,25 +47,29 @@ $(COMMON_LIB): $(COMMON_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
+$(ANALYSIS_LIB): $(ANALYSIS_SRC:%.c=$(BUILD)/%.o)
+	@rm -f $@
+	ar rcs $@ $^
+
 $(SVC_LIB): $(SVC_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
 .SECONDARY:
 .SECONDEXPANSION:
-$(BUILD)/bin/%: $$(addprefix $(BUILD)/,$$(subst .c,.o,$$(wildcard services/$$*/*.c tools/$$*/*.c))) $(COMMON_LIB)
+$(BUILD)/bin/%: $$(addprefix $(BUILD)/,$$(subst .c,.o,$$(wildcard services/$$*/*.c tools/$$*/*.c))) $(ANALYSIS_LIB) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(SVC_LIB) $(COMMON_LIB)
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(SVC_LIB) $(ANALYSIS_LIB) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
-$(BUILD)/bench/%: $(BUILD)/bench/%.o $(SVC_LIB) $(COMMON_LIB)
+$(BUILD)/bench/%: $(BUILD)/bench/%.o $(SVC_LIB) $(ANALYSIS_LIB) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/it_%: $(BUILD)/tests/integration/it_%.o $(SVC_LIB) $(COMMON_LIB)
+$(BUILD)/tests/it_%: $(BUILD)/tests/integration/it_%.o $(SVC_LIB) $(ANALYSIS_LIB) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
