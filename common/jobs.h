@@ -1,4 +1,5 @@
-/* jobs.h - scheduled jobs: a run is queued and published, its owner runs it and records the outcome.
+/* jobs.h - scheduled jobs: a run is queued and published, its owner runs it and records the
+ * outcome.
  *
  * The flow (DESIGN.md, "Scheduled job"): a run row is inserted into
  * automation_job_runs (status queued) — by the scheduler, by one of the
@@ -78,8 +79,8 @@ void qz_jobs_stop(struct qz_jobs *j);
 /* Adds processed_delta to a run's processed count and marks it succeeded
  * when processed reaches expected. Idempotence is the caller's: count each
  * item once (e.g. in the same transaction as the item's effect). */
-int qz_jobs_run_progress(struct qz_pg *pg, const char *run_id, long processed_delta,
-                         char *errstr, size_t errstr_size);
+int qz_jobs_run_progress(struct qz_pg *pg, const char *run_id, long processed_delta, char *errstr,
+                         size_t errstr_size);
 
 /* Queues a run of job with params (NULL = {}) through queue_automation_run(),
  * publishes its AutomationCommand, waits for the ack and sets published_at.

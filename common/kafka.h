@@ -140,9 +140,12 @@ struct qz_kafka_consumer_config {
         size_t batch_size;      /* 0 = 500 */
         int batch_wait_ms;      /* max wait to fill a batch after its first message; 0 = 200 */
         int session_timeout_ms; /* 0 = 6000 (the dev-broker needs about that) */
-        int retry_min_ms;       /* first backoff after a failed batch; 0 = 100 */
-        int retry_max_ms;       /* backoff cap; 0 = 10000 */
-        int lag_interval_ms;    /* lag gauge refresh; 0 = 5000 */
+        /* Longest time one batch may take before the group evicts us; 0 =
+         * librdkafka's 300000. Raise it for long jobs (the jobs runner does). */
+        int max_poll_interval_ms;
+        int retry_min_ms;    /* first backoff after a failed batch; 0 = 100 */
+        int retry_max_ms;    /* backoff cap; 0 = 10000 */
+        int lag_interval_ms; /* lag gauge refresh; 0 = 5000 */
         /* DLQ: all three set, or none (then rejecting is refused). */
         struct qz_kafka_producer *dlq_producer;
         const struct qz_avro_registry *avro;

@@ -286,6 +286,12 @@ int qz_kafka_consumer_new(const struct qz_kafka_consumer_config *cfg,
             conf_set(conf, "auto.offset.reset", "error", errstr, errstr_size) != 0 ||
             conf_set(conf, "statistics.interval.ms", "1000", errstr, errstr_size) != 0)
                 goto fail;
+        if (cfg->max_poll_interval_ms > 0) {
+                char mpi[16];
+                snprintf(mpi, sizeof(mpi), "%d", cfg->max_poll_interval_ms);
+                if (conf_set(conf, "max.poll.interval.ms", mpi, errstr, errstr_size) != 0)
+                        goto fail;
+        }
         rd_kafka_conf_set_opaque(conf, c);
         rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
         rd_kafka_conf_set_error_cb(conf, error_cb);

@@ -7,5 +7,6 @@ int ctl_migrate(int argc, char **argv);
 int ctl_token(int argc, char **argv);
 int ctl_demo(int argc, char **argv);
 int ctl_avro(int argc, char **argv);
+int ctl_job(int argc, char **argv);
 
 #endif

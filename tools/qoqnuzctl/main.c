@@ -13,6 +13,7 @@ static const struct {
     {"migrate", ctl_migrate, "apply sql/NNN_*.sql migrations in order (QOQNUZ_PG_DSN)"},
     {"token", ctl_token, "print a signed dev JWT: --role admin|user|service [--sub UUID]"},
     {"demo", ctl_demo, "load demo catalog and plays through the real paths"},
+    {"job", ctl_job, "run NAME [--param k=v]... [--wait SECONDS] | status RUN_ID"},
     {"avro", ctl_avro, "encode|decode SCHEMA: JSON <-> single-object Avro on stdin/stdout"},
 };
 
