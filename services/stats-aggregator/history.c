@@ -1,4 +1,5 @@
-/* history.c - plays.v1 batches into play_history, idempotently, in one transaction. */
+/* history.c - plays.v1 batches into play_history and user_listening_stats, idempotently, in one
+ * transaction. */
 #include "history.h"
 #include "clock.h"
 
@@ -18,6 +19,7 @@ struct history {
         const struct qz_avro_schema *schema;
         const struct qz_avro_registry *avro;
         struct qz_metric *consumed, *persisted, *duplicates, *rejected, *failed, *seconds;
+        struct qz_metric *unknown_tracks;
 };
 
 struct history *history_new(struct qz_pg *pg, const struct qz_avro_registry *avro,
@@ -41,6 +43,9 @@ struct history *history_new(struct qz_pg *pg, const struct qz_avro_registry *avr
                                        "Batches that failed and will be retried");
         h->seconds = qz_metrics_histogram(m, "qz_stats_batch_seconds", NULL,
                                           "Time to make one batch durable", NULL, 0);
+        h->unknown_tracks =
+            qz_metrics_counter(m, "qz_stats_plays_unknown_track_total", NULL,
+                               "New plays whose track_id is not (yet) in the catalog");
         return h;
 }
 
@@ -132,48 +137,86 @@ static size_t decode_batch(struct history *h, const struct qz_kafka_msg *msgs, s
         return nrows;
 }
 
-static int store(struct history *h, struct history_row *rows, size_t nrows, long *inserted)
+int history_partitions_literal(const struct qz_kafka_msg *msgs, size_t n, char *out,
+                               size_t out_size)
 {
-        char err[512];
+        /* 24 partitions in production; a bitmap of the first 1024 covers any test setup. */
+        unsigned char seen[1024 / 8] = {0};
+        size_t len = 0;
+        int w = snprintf(out, out_size, "{");
+        if (w < 0 || (size_t)w >= out_size)
+                return -1;
+        len = (size_t)w;
+        for (size_t i = 0; i < n; i++) {
+                int32_t p = msgs[i].partition;
+                if (p < 0 || p >= 1024)
+                        return -1;
+                if (seen[p / 8] & (1u << (p % 8)))
+                        continue;
+                seen[p / 8] |= (unsigned char)(1u << (p % 8));
+        }
+        for (int p = 0; p < 1024; p++) {
+                if (!(seen[p / 8] & (1u << (p % 8))))
+                        continue;
+                w = snprintf(out + len, out_size - len, "%s%d", len > 1 ? "," : "", p);
+                if (w < 0 || (size_t)w >= out_size - len)
+                        return -1;
+                len += (size_t)w;
+        }
+        w = snprintf(out + len, out_size - len, "}");
+        return w < 0 || (size_t)w >= out_size - len ? -1 : 0;
+}
+
+int history_store(struct qz_pg *pg, struct history_row *rows, size_t nrows, const char *partitions,
+                  long *inserted, long *unknown, char *err, size_t err_size)
+{
         long copied = 0;
-        if (qz_pg_begin(h->pg, err, sizeof(err)) != 0)
-                goto fail;
+        PGresult *res = NULL;
+        if (qz_pg_begin(pg, err, err_size) != 0)
+                return -1;
         /* Session-local staging table: recreated after a reconnect, emptied at commit. */
-        if (qz_pg_exec(h->pg,
+        if (qz_pg_exec(pg,
                        "CREATE TEMP TABLE IF NOT EXISTS play_stage "
                        "(LIKE play_history INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
-                       err, sizeof(err)) != 0)
+                       err, err_size) != 0)
                 goto fail_tx;
-        if (qz_pg_copy_begin(h->pg,
+        if (qz_pg_copy_begin(pg,
                              "COPY play_stage (event_id, user_id, track_id, played_at, "
                              "duration_played_ms, completed, source, device_type, "
                              "source_playlist_id) FROM STDIN",
-                             err, sizeof(err)) != 0)
+                             err, err_size) != 0)
                 goto fail_tx;
         for (size_t i = 0; i < nrows; i++) {
-                if (qz_pg_copy_row(h->pg, 9, rows[i].values, err, sizeof(err)) != 0) {
-                        qz_pg_copy_abort(h->pg, "row failed");
+                if (qz_pg_copy_row(pg, 9, rows[i].values, err, err_size) != 0) {
+                        qz_pg_copy_abort(pg, "row failed");
                         goto fail_tx;
                 }
         }
-        if (qz_pg_copy_end(h->pg, &copied, err, sizeof(err)) != 0)
+        if (qz_pg_copy_end(pg, &copied, err, err_size) != 0)
                 goto fail_tx;
-        /* Not a prepared statement: play_stage exists only once this session made it. */
-        PGresult *res = qz_pg_query(h->pg,
-                                    "INSERT INTO play_history SELECT * FROM play_stage "
-                                    "ON CONFLICT (event_id) DO NOTHING",
-                                    0, NULL, err, sizeof(err));
+        /* play_history insert, counters and user_listening_stats for exactly the new plays
+         * (sql/010_listening_stats.sql). Not prepared: it reads play_stage, which exists only
+         * once this session made it. */
+        const char *params[1] = {partitions};
+        res = qz_pg_query(pg,
+                          "SELECT new_plays, unknown_tracks FROM listening_stats_ingest($1::int[])",
+                          1, params, err, err_size);
         if (!res)
                 goto fail_tx;
-        *inserted = atol(PQcmdTuples(res));
+        if (PQntuples(res) != 1) {
+                snprintf(err, err_size, "listening_stats_ingest returned %d rows", PQntuples(res));
+                goto fail_tx;
+        }
+        *inserted = atol(PQgetvalue(res, 0, 0));
+        *unknown = atol(PQgetvalue(res, 0, 1));
         PQclear(res);
-        if (qz_pg_commit(h->pg, err, sizeof(err)) != 0)
-                goto fail;
+        res = NULL;
+        if (qz_pg_commit(pg, err, err_size) != 0)
+                return -1;
         return 0;
 fail_tx:
-        qz_pg_rollback(h->pg, NULL, 0);
-fail:
-        qz_warn("storing %zu plays failed, will retry: %s", nrows, err);
+        PQclear(res);
+        qz_pg_rollback(pg, NULL, 0);
         return -1;
 }
 
@@ -184,15 +227,23 @@ int history_batch_cb(void *opaque, const struct qz_kafka_msg *msgs, size_t n,
         struct history_row *rows = calloc(n, sizeof(*rows));
         json_t **events = calloc(n, sizeof(*events));
         int rc = -1;
-        long inserted = 0;
+        long inserted = 0, unknown = 0;
+        char parts[4096], err[512];
         int64_t t0 = qz_clock_mono_ns();
         if (!rows || !events)
                 goto done;
         size_t nrows = decode_batch(h, msgs, n, batch, rows, events);
-        if (nrows > 0 && store(h, rows, nrows, &inserted) != 0) {
+        if (history_partitions_literal(msgs, n, parts, sizeof(parts)) != 0) {
+                qz_error("partition number out of range in a plays batch");
+                goto done;
+        }
+        if (nrows > 0 &&
+            history_store(h->pg, rows, nrows, parts, &inserted, &unknown, err, sizeof(err)) != 0) {
+                qz_warn("storing %zu plays failed, will retry: %s", nrows, err);
                 qz_metric_inc(h->failed);
                 goto done;
         }
+        qz_metric_add(h->unknown_tracks, (double)unknown);
         qz_metric_add(h->consumed, (double)n);
         qz_metric_add(h->persisted, (double)inserted);
         qz_metric_add(h->duplicates, (double)((long)nrows - inserted));

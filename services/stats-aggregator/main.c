@@ -1,22 +1,31 @@
-/* main.c - stats-aggregator: plays.v1 into play_history (and, later, user stats).
+/* main.c - stats-aggregator: plays.v1 into play_history and user_listening_stats; the reconcile
+ * job.
  *
  * Start-up order: config (exit 2 on a bad value), logging, signals, Avro
  * schemas, metrics, Postgres handle (connects lazily, retries by itself),
- * DLQ producer, consumer, health server, then the consume loop on this thread.
- * Shutdown: the loop finishes its batch and commits, consumer close, producer
- * flush, HTTP stop. */
+ * DLQ producer, consumer, job runner (aggregate-listening-history on its own
+ * thread and Postgres handle), health server, then the consume loop on this
+ * thread. Shutdown: the loop finishes its batch and commits, job runner stop
+ * (a running reconcile finishes first), consumer close, producer flush, HTTP
+ * stop.
+ *
+ * "stats-aggregator reconcile" runs the reconcile once and prints its result
+ * (operators, the benchmark). */
 #include "avro.h"
 #include "cfg.h"
 #include "history.h"
 #include "http.h"
+#include "jobs.h"
 #include "kafka.h"
 #include "log.h"
 #include "metrics.h"
 #include "pg.h"
+#include "reconcile.h"
 #include "sig.h"
 #include "version.h"
 
 #include <stdio.h>
+#include <string.h>
 
 static struct {
         struct qz_addr http_addr;
@@ -56,15 +65,39 @@ static void idle_cb(void *opaque)
 struct readiness {
         struct qz_pg *pg;
         struct qz_kafka_consumer *consumer;
+        struct qz_jobs *jobs;
 };
 
 static bool ready_cb(void *opaque, json_t *checks)
 {
         struct readiness *r = opaque;
         bool pg = qz_pg_ready(r->pg), kafka = qz_kafka_consumer_ready(r->consumer);
+        bool jobs = qz_jobs_ready(r->jobs);
         json_object_set_new(checks, "postgres", json_string(pg ? "ok" : "unreachable"));
         json_object_set_new(checks, "kafka", json_string(kafka ? "ok" : "not in the group yet"));
-        return pg && kafka;
+        json_object_set_new(checks, "jobs", json_string(jobs ? "ok" : "not in the group yet"));
+        return pg && kafka && jobs;
+}
+
+/* "stats-aggregator reconcile": one aggregate-listening-history pass, now. */
+static int reconcile_once(void)
+{
+        char err[512];
+        struct reconcile_result r = {0};
+        struct qz_pg_opts po = {.dsn = cfg.pg_dsn,
+                                .application_name = "stats-aggregator-reconcile"};
+        struct qz_pg *pg = qz_pg_new(&po, err, sizeof(err));
+        int rc = 1;
+        if (pg && reconcile_run(pg, &r, err, sizeof(err)) == 0) {
+                printf("reconciled %ld users in %.3f s; %ld rows differed from the incremental "
+                       "state\n",
+                       r.users, r.seconds, r.differed);
+                rc = 0;
+        } else {
+                qz_error("reconcile: %s", err);
+        }
+        qz_pg_free(pg);
+        return rc;
 }
 
 int main(int argc, char **argv)
@@ -76,16 +109,21 @@ int main(int argc, char **argv)
         struct qz_kafka_consumer *consumer = NULL;
         struct history *history = NULL;
         struct qz_http_server *http = NULL;
+        struct qz_jobs *jobs = NULL;
         char err[512];
         int rc = 1;
 
-        if (argc > 1) {
-                printf("stats-aggregator %s: plays.v1 into Postgres. Settings:\n", QZ_VERSION);
+        if (argc > 1 && strcmp(argv[1], "reconcile") != 0) {
+                printf("stats-aggregator %s: plays.v1 into Postgres.\n"
+                       "usage: stats-aggregator [reconcile]\nSettings:\n",
+                       QZ_VERSION);
                 qz_cfg_print_help(cfg_table);
                 return argv[1][0] == '-' && argv[1][1] == 'h' ? 0 : 2;
         }
         qz_cfg_load_or_exit(cfg_table);
         qz_log_init("stats-aggregator", cfg.log_level);
+        if (argc > 1)
+                return reconcile_once();
         qz_sig_install();
 
         if (qz_avro_registry_load(cfg.schema_dir, &avro, err, sizeof(err)) != 0) {
@@ -126,8 +164,22 @@ int main(int argc, char **argv)
         }
         if (!(history = history_new(pg, avro, metrics)))
                 goto fail;
+        static const struct qz_job_def job_defs[] = {
+            {"aggregate-listening-history", reconcile_job, NULL},
+        };
+        struct qz_jobs_config jc = {.brokers = cfg.brokers,
+                                    .pg_dsn = cfg.pg_dsn,
+                                    .service = "stats-aggregator",
+                                    .avro = avro,
+                                    .metrics = metrics,
+                                    .defs = job_defs,
+                                    .ndefs = 1};
+        if (qz_jobs_start(&jc, &jobs, err, sizeof(err)) != 0) {
+                qz_error("jobs: %s", err);
+                goto fail;
+        }
 
-        struct readiness readiness = {pg, consumer};
+        struct readiness readiness = {pg, consumer, jobs};
         struct qz_http_options ho = {.addr = cfg.http_addr,
                                      .threads = 1,
                                      .metrics = metrics,
@@ -149,6 +201,7 @@ int main(int argc, char **argv)
         qz_info("stopping: last batch committed");
         rc = 0;
 fail:
+        qz_jobs_stop(jobs);
         qz_kafka_consumer_close(consumer);
         qz_kafka_producer_close(dlq, 5000);
         qz_http_stop(http);

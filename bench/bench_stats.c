@@ -1,0 +1,240 @@
+/* bench_stats.c - the stats-aggregator's store path against its baselines, on one Postgres.
+ *
+ * Driven by bench/stats.sh (which starts the servers and states the Postgres settings);
+ * without QZ_TEST_PG_DSN it says so and exits 0 (make bench runs every bench_* binary).
+ *
+ * Measures, on the same generated plays (QZ_BENCH_PLAYS, default 1M; QZ_BENCH_USERS 100k;
+ * 20k tracks by 2k artists, 5% of plays on tracks not in the catalog; batches of
+ * QZ_BENCH_BATCH = 2000, the service's default):
+ *   - bare COPY of the rows, batch by batch, into a table with play_history's columns and
+ *     indexes (the machine's limit);
+ *   - the system: history_store(), the aggregator's store path, exactly what one consumed
+ *     batch does (COPY to staging, insert with dedup, counters and user_listening_stats in
+ *     the same transaction), batch by batch; first and last tenth reported separately to
+ *     show the per-play cost against the history size;
+ *   - row-by-row INSERT of plays, one transaction each (the old system's ingest), on the
+ *     first QZ_BENCH_ROW_PLAYS (default 20k) rows;
+ *   - the old system's nightly approach: a full recompute of every user's stats in SQL
+ *     (listening_stats_oracle into a table) after the load, and our reconcile job. */
+#include "clock.h"
+#include "../services/stats-aggregator/history.h"
+#include "json.h"
+#include "log.h"
+#include "pg.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static uint64_t rng = 0x2545F4914F6CDD1DULL;
+
+static uint64_t rnd(void)
+{
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        return rng;
+}
+
+static long env_long(const char *name, long def)
+{
+        const char *v = getenv(name);
+        return v && *v ? atol(v) : def;
+}
+
+static void die(const char *what, const char *err)
+{
+        fprintf(stderr, "bench_stats: %s: %s\n", what, err);
+        exit(1);
+}
+
+static void exec_or_die(struct qz_pg *pg, const char *q)
+{
+        char err[512];
+        if (qz_pg_exec(pg, q, err, sizeof(err)) != 0)
+                die(q, err);
+}
+
+/* "pppppppp-0000-4000-8000-nnnnnnnnnnnn": the catalog SQL below builds the same ids. */
+static void fake_uuid(char *out, uint32_t prefix, uint64_t n)
+{
+        snprintf(out, 37, "%08x-0000-4000-8000-%012llx", prefix,
+                 (unsigned long long)(n & 0xffffffffffffULL));
+}
+
+#define NTRACKS  20000
+#define NARTISTS 2000
+
+static void make_row(struct history_row *r, long i, long nusers)
+{
+        static const char *devices[] = {"mobile", "web", "desktop"};
+        memset(r, 0, sizeof(*r));
+        fake_uuid(r->event_id, 0xe0000000u, (uint64_t)i);
+        fake_uuid(r->user_id, 0xa0000000u, rnd() % (uint64_t)nusers);
+        uint64_t t = (rnd() % NTRACKS) * (rnd() % NTRACKS) / NTRACKS; /* skewed */
+        if (rnd() % 20 == 0)
+                fake_uuid(r->track_id, 0xdead0000u, rnd() % 1000); /* not in the catalog */
+        else
+                fake_uuid(r->track_id, 0xb0000000u, t);
+        int64_t played = 1767225600000LL + (int64_t)(rnd() % (90LL * 86400 * 1000));
+        qz_time_format(played, r->played_at, sizeof(r->played_at));
+        snprintf(r->duration, sizeof(r->duration), "%llu", (unsigned long long)(rnd() % 400000));
+        r->completed = rnd() % 2 ? "t" : "f";
+        r->source = "album";
+        r->device_type = devices[rnd() % 3];
+        const char *v[9] = {r->event_id,  r->user_id, r->track_id,    r->played_at, r->duration,
+                            r->completed, r->source,  r->device_type, NULL};
+        memcpy(r->values, v, sizeof(v));
+}
+
+static void catalog(struct qz_pg *pg)
+{
+        char q[1024];
+        snprintf(q, sizeof(q),
+                 "INSERT INTO artists (id, name) SELECT "
+                 "('c0000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid, 'artist ' || i "
+                 "FROM generate_series(0, %d) i",
+                 NARTISTS - 1);
+        exec_or_die(pg, q);
+        /* the generator's track ids: fake_uuid(0xb0000000, t) */
+        snprintf(q, sizeof(q),
+                 "INSERT INTO tracks (id, title, artist_id, genres) SELECT "
+                 "('b0000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid, 'track ' || i, "
+                 "('c0000000-0000-4000-8000-' || lpad(to_hex(i %% %d), 12, '0'))::uuid, "
+                 "ARRAY[(ARRAY['rock','pop','jazz','hip hop','folk','electronic','classical',"
+                 "'metal','soul','ambient'])[i %% 10 + 1]] "
+                 "FROM generate_series(0, %d) i",
+                 NARTISTS, NTRACKS - 1);
+        exec_or_die(pg, q);
+}
+
+static double now_s(void)
+{
+        return (double)qz_clock_mono_ns() / 1e9;
+}
+
+int main(void)
+{
+        char err[512];
+        const char *dsn = getenv("QZ_TEST_PG_DSN");
+        if (!dsn || !*dsn) {
+                printf("bench_stats: needs a Postgres; run bench/stats.sh (make bench does)\n");
+                return 0;
+        }
+        long nplays = env_long("QZ_BENCH_PLAYS", 1000000);
+        long nusers = env_long("QZ_BENCH_USERS", 100000);
+        long batch = env_long("QZ_BENCH_BATCH", 2000);
+        long nrow = env_long("QZ_BENCH_ROW_PLAYS", 20000);
+        if (nrow > nplays)
+                nrow = nplays;
+        qz_log_init("bench_stats", QZ_LOG_WARN);
+        struct qz_pg_opts po = {.dsn = dsn, .application_name = "bench_stats"};
+        struct qz_pg *pg = qz_pg_new(&po, err, sizeof(err));
+        if (!pg || qz_pg_connect(pg, err, sizeof(err)) != 0)
+                die("postgres", err);
+        catalog(pg);
+        exec_or_die(pg, "CREATE TABLE bench_copy (LIKE play_history INCLUDING ALL)");
+        exec_or_die(pg, "CREATE TABLE bench_rows (LIKE play_history INCLUDING ALL)");
+
+        /* the rows, generated once (the generator is not what we measure) */
+        struct history_row *rows = malloc((size_t)nplays * sizeof(*rows));
+        if (!rows)
+                die("memory", "rows");
+        for (long i = 0; i < nplays; i++)
+                make_row(&rows[i], i, nusers);
+        printf("plays %ld, users %ld, tracks %d (+5%% of plays on unknown tracks), batch %ld\n",
+               nplays, nusers, NTRACKS, batch);
+
+        /* 1. bare COPY, one transaction per batch */
+        double t0 = now_s();
+        for (long i = 0; i < nplays; i += batch) {
+                long n = i + batch <= nplays ? batch : nplays - i;
+                if (qz_pg_begin(pg, err, sizeof(err)) != 0 ||
+                    qz_pg_copy_begin(pg,
+                                     "COPY bench_copy (event_id, user_id, track_id, played_at, "
+                                     "duration_played_ms, completed, source, device_type, "
+                                     "source_playlist_id) FROM STDIN",
+                                     err, sizeof(err)) != 0)
+                        die("copy", err);
+                for (long j = i; j < i + n; j++)
+                        if (qz_pg_copy_row(pg, 9, rows[j].values, err, sizeof(err)) != 0)
+                                die("copy row", err);
+                if (qz_pg_copy_end(pg, NULL, err, sizeof(err)) != 0 ||
+                    qz_pg_commit(pg, err, sizeof(err)) != 0)
+                        die("copy end", err);
+        }
+        double copy_s = now_s() - t0;
+        double copy_rate = (double)nplays / copy_s;
+        printf("bare COPY into a table with play_history's indexes: %.0f plays/s (%.1f s)\n",
+               copy_rate, copy_s);
+
+        /* 2. the system's store path */
+        long tenth = nplays / 10 > 0 ? nplays / 10 : nplays, inserted_total = 0;
+        double first_s = 0, last_s = 0;
+        t0 = now_s();
+        for (long i = 0; i < nplays; i += batch) {
+                long n = i + batch <= nplays ? batch : nplays - i, ins = 0, unknown = 0;
+                /* plays.v1 is keyed by user: a batch comes from a few partitions */
+                char parts[16];
+                snprintf(parts, sizeof(parts), "{%ld}", (i / batch) % 24);
+                double b0 = now_s();
+                if (history_store(pg, rows + i, (size_t)n, parts, &ins, &unknown, err,
+                                  sizeof(err)) != 0)
+                        die("history_store", err);
+                double b = now_s() - b0;
+                if (i < tenth)
+                        first_s += b;
+                if (i >= nplays - tenth)
+                        last_s += b;
+                inserted_total += ins;
+        }
+        double sys_s = now_s() - t0;
+        double sys_rate = (double)nplays / sys_s;
+        if (inserted_total != nplays)
+                die("history_store", "not every play was inserted");
+        printf("system (history + counters + user_listening_stats, one tx per batch): %.0f "
+               "plays/s (%.1f s) = %.2f x bare COPY\n",
+               sys_rate, sys_s, sys_rate / copy_rate);
+        printf("  first tenth %.0f plays/s, last tenth %.0f plays/s (per-play cost vs history "
+               "size)\n",
+               (double)tenth / first_s, (double)tenth / last_s);
+
+        /* 3. row by row, one transaction each */
+        if (qz_pg_prepare(pg, "row",
+                          "INSERT INTO bench_rows (event_id, user_id, track_id, played_at, "
+                          "duration_played_ms, completed, source, device_type, source_playlist_id) "
+                          "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                          err, sizeof(err)) != 0)
+                die("prepare", err);
+        t0 = now_s();
+        for (long i = 0; i < nrow; i++)
+                if (qz_pg_exec_prepared(pg, "row", 9, rows[i].values, NULL, err, sizeof(err)) != 0)
+                        die("row insert", err);
+        double row_s = now_s() - t0;
+        double row_rate = (double)nrow / row_s;
+        printf("row-by-row INSERT (%ld plays, autocommit, no stats): %.0f plays/s; system = %.1f "
+               "x that\n",
+               nrow, row_rate, sys_rate / row_rate);
+
+        /* 4. nightly: the old full recompute, and our reconcile */
+        t0 = now_s();
+        exec_or_die(pg, "CREATE TABLE bench_old_stats AS SELECT * FROM listening_stats_oracle");
+        double old_s = now_s() - t0;
+        PGresult *r;
+        t0 = now_s();
+        if (!(r = qz_pg_query(pg, "SELECT listening_stats_reconcile()", 0, NULL, err, sizeof(err))))
+                die("reconcile", err);
+        double rec_s = now_s() - t0;
+        printf("old system's full SQL recompute after the load: %.1f s (%.0f plays/s over the "
+               "load + recompute: %.0f s)\n",
+               old_s, (double)nplays / (copy_s + old_s), copy_s + old_s);
+        printf("nightly reconcile (recompute + compare + rewrite counters): %.1f s, %s rows "
+               "differed\n",
+               rec_s, PQgetvalue(r, 0, 0));
+        PQclear(r);
+        free(rows);
+        qz_pg_free(pg);
+        return 0;
+}
