@@ -159,6 +159,15 @@ struct qz_kafka_consumer_config {
         void (*idle_cb)(void *idle_opaque);
         void *idle_opaque;
         int idle_interval_ms;
+        /* Rebalance hooks (NULL = none), on the loop's thread. assign_cb runs when partitions
+         * are assigned, before they are consumed: a service that keeps its own offsets (e.g.
+         * with a state checkpoint) restores its state and sets parts->elems[i].offset; an
+         * offset it leaves alone keeps the loop's choice (committed, else the beginning).
+         * revoke_cb runs when partitions are revoked or lost, after their uncollected
+         * messages were dropped, so the service can forget their state. */
+        void (*assign_cb)(void *rebalance_opaque, rd_kafka_topic_partition_list_t *parts);
+        void (*revoke_cb)(void *rebalance_opaque, const rd_kafka_topic_partition_list_t *parts);
+        void *rebalance_opaque;
 };
 
 int qz_kafka_consumer_new(const struct qz_kafka_consumer_config *cfg,

@@ -51,6 +51,9 @@ struct qz_kafka_consumer {
         int batch_wait_ms, retry_min_ms, retry_max_ms, lag_interval_ms, dlq_timeout_ms;
         void (*idle_cb)(void *);
         void *idle_opaque;
+        void (*assign_cb)(void *, rd_kafka_topic_partition_list_t *);
+        void (*revoke_cb)(void *, const rd_kafka_topic_partition_list_t *);
+        void *rebalance_opaque;
         int idle_interval_ms;
         int64_t next_idle_ms;
         struct qz_metrics *metrics;
@@ -176,6 +179,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         parts_str(parts, list, sizeof(list));
         if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
                 set_start_offsets(c, parts);
+                if (c->assign_cb)
+                        c->assign_cb(c->rebalance_opaque, parts);
                 qz_log_kv(QZ_LOG_INFO, "partitions assigned", "group", c->group_id, "partitions",
                           list, NULL);
                 rd_kafka_assign(rk, parts);
@@ -183,6 +188,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                 return;
         }
         snprintf(n, sizeof(n), "%zu", drop_pending(c, parts));
+        if (c->revoke_cb)
+                c->revoke_cb(c->rebalance_opaque, parts);
         qz_log_kv(err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS ? QZ_LOG_INFO : QZ_LOG_WARN,
                   "partitions revoked", "group", c->group_id, "partitions", list,
                   "dropped_uncommitted", n, "reason", rd_kafka_err2str(err), NULL);
@@ -259,6 +266,9 @@ int qz_kafka_consumer_new(const struct qz_kafka_consumer_config *cfg,
         c->lag_interval_ms = cfg->lag_interval_ms > 0 ? cfg->lag_interval_ms : 5000;
         c->idle_cb = cfg->idle_cb;
         c->idle_opaque = cfg->idle_opaque;
+        c->assign_cb = cfg->assign_cb;
+        c->revoke_cb = cfg->revoke_cb;
+        c->rebalance_opaque = cfg->rebalance_opaque;
         c->idle_interval_ms = cfg->idle_interval_ms > 0 ? cfg->idle_interval_ms : 1000;
         c->dlq_timeout_ms = cfg->dlq_timeout_ms > 0 ? cfg->dlq_timeout_ms : 10000;
         c->dlq_producer = cfg->dlq_producer;

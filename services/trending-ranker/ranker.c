@@ -1,0 +1,549 @@
+/* ranker.c - plays into the window, the window into Redis and Postgres, rebuilds on assignment. */
+#include "ranker.h"
+#include "publish.h"
+#include "rank.h"
+#include "window.h"
+
+#include "avro.h"
+#include "catalog.h"
+#include "clock.h"
+#include "jobs.h"
+#include "json.h"
+#include "log.h"
+#include "metrics.h"
+#include "pg.h"
+#include "redis.h"
+#include "sig.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <uuid/uuid.h>
+
+#define CATALOG_REFRESH_MS 5000
+#define PARTIAL_TTL_MS     60000
+#define LOCK_TTL_MS        5000
+
+struct ranker {
+        struct ranker_config cfg;
+        struct qz_pg *pg;
+        struct qz_redis *redis;
+        const struct qz_avro_registry *avro;
+        const struct qz_avro_schema *schema;
+        struct window *w;
+        struct qz_catalog *cat;
+        struct publish *pub;
+        struct rank_merge merge;
+        bool *owned;
+        int64_t newest_ts; /* newest Kafka timestamp applied */
+        int64_t next_publish, next_snapshot, next_catalog;
+        atomic_bool redis_ok;
+        /* the last merged top rows, for the job thread */
+        pthread_mutex_t mu;
+        struct publish_row *rows;
+        size_t nrows;
+        int64_t rows_calc_ms;
+        bool have_rows;
+        struct qz_metric *m_added, *m_dup, *m_old, *m_new, *m_invalid, *m_publish_s,
+            *m_publish_fail, *m_fresh, *m_plays7, *m_pairs, *m_events, *m_bytes, *m_tracks,
+            *m_rebuild_s, *m_rebuilt, *m_snap_fail, *m_held;
+};
+
+static int64_t now_ms(const struct ranker *r)
+{
+        return r->cfg.fixed_now_ms ? r->cfg.fixed_now_ms : qz_time_now_ms();
+}
+
+struct ranker *ranker_new(const struct ranker_config *cfg, struct qz_pg *pg, struct qz_redis *redis,
+                          const struct qz_avro_registry *avro, struct qz_metrics *m)
+{
+        struct ranker *r = calloc(1, sizeof(*r));
+        char prefix[300];
+        if (!r)
+                return NULL;
+        r->cfg = *cfg;
+        r->pg = pg;
+        r->redis = redis;
+        r->avro = avro;
+        r->schema = qz_avro_schema_get(avro, "PlayEvent");
+        pthread_mutex_init(&r->mu, NULL);
+        snprintf(prefix, sizeof(prefix), "qoqnuz:trending:internal:tmp:%s:", cfg->instance_id);
+        if (!(r->w = window_new(cfg->bucket_ms, cfg->nparts, now_ms(r))) ||
+            !(r->cat = qz_catalog_new()) ||
+            !(r->pub = publish_new(redis, prefix, (size_t)cfg->max_list)) ||
+            !(r->owned = calloc((size_t)cfg->nparts, sizeof(bool)))) {
+                ranker_free(r);
+                return NULL;
+        }
+        const char *rs = "Plays read from plays.v1 by outcome";
+        r->m_added = qz_metrics_counter(m, "qz_trending_plays_total", "result=\"added\"", rs);
+        r->m_dup = qz_metrics_counter(m, "qz_trending_plays_total", "result=\"duplicate\"", rs);
+        r->m_old = qz_metrics_counter(m, "qz_trending_plays_total", "result=\"too_old\"", rs);
+        r->m_new = qz_metrics_counter(m, "qz_trending_plays_total", "result=\"too_new\"", rs);
+        r->m_invalid = qz_metrics_counter(m, "qz_trending_plays_total", "result=\"invalid\"", rs);
+        r->m_publish_s = qz_metrics_histogram(m, "qz_trending_publish_seconds", NULL,
+                                              "Time to rank and swap the Redis lists", NULL, 0);
+        r->m_publish_fail = qz_metrics_counter(m, "qz_trending_publish_failures_total", NULL,
+                                               "Redis publishes that failed (retried next tick)");
+        r->m_held = qz_metrics_counter(m, "qz_trending_merge_incomplete_total", NULL,
+                                       "Publishes held back: a partition's partial was missing");
+        r->m_fresh = qz_metrics_gauge(m, "qz_trending_freshness_lag_seconds", NULL,
+                                      "Now minus the newest play (Kafka timestamp) reflected "
+                                      "in the last Redis publish");
+        r->m_plays7 = qz_metrics_gauge(m, "qz_trending_window_plays", NULL,
+                                       "Plays inside the 7 d window (owned partitions)");
+        r->m_pairs = qz_metrics_gauge(m, "qz_trending_window_pairs", NULL,
+                                      "Distinct (track, user) pairs in the 7 d window");
+        r->m_events = qz_metrics_gauge(m, "qz_trending_window_event_ids", NULL,
+                                       "Event ids remembered for dedup");
+        r->m_tracks = qz_metrics_gauge(m, "qz_trending_window_tracks", NULL, "Tracks interned");
+        r->m_bytes =
+            qz_metrics_gauge(m, "qz_trending_window_bytes", NULL, "Memory held by the window");
+        r->m_rebuild_s = qz_metrics_gauge(m, "qz_trending_rebuild_seconds", NULL,
+                                          "Duration of the last rebuild from play_history");
+        r->m_rebuilt = qz_metrics_counter(m, "qz_trending_rebuilt_plays_total", NULL,
+                                          "Plays loaded from play_history by rebuilds");
+        r->m_snap_fail = qz_metrics_counter(m, "qz_trending_snapshot_failures_total", NULL,
+                                            "trending_tracks writes that failed");
+        return r;
+}
+
+void ranker_free(struct ranker *r)
+{
+        if (!r)
+                return;
+        window_free(r->w);
+        qz_catalog_free(r->cat);
+        publish_free(r->pub);
+        rank_merge_free(&r->merge);
+        free(r->owned);
+        free(r->rows);
+        pthread_mutex_destroy(&r->mu);
+        free(r);
+}
+
+bool ranker_redis_ok(struct ranker *r)
+{
+        return atomic_load(&r->redis_ok);
+}
+
+static int play_from_event(const json_t *ev, struct window_play *p)
+{
+        const char *s;
+        char err[128];
+        if (qz_json_get_uuid(ev, "event_id", true, &s, err, sizeof(err)) != 0 ||
+            uuid_parse(s, p->event_id) != 0 ||
+            qz_json_get_uuid(ev, "user_id", true, &s, err, sizeof(err)) != 0 ||
+            uuid_parse(s, p->user_id) != 0 ||
+            qz_json_get_uuid(ev, "track_id", true, &s, err, sizeof(err)) != 0 ||
+            uuid_parse(s, p->track_id) != 0 ||
+            qz_json_get_int(ev, "played_at", true, &p->played_at_ms, err, sizeof(err)) != 0)
+                return -1;
+        return 0;
+}
+
+static void count(struct ranker *r, enum window_result res)
+{
+        qz_metric_inc(res == WINDOW_ADDED       ? r->m_added
+                      : res == WINDOW_DUPLICATE ? r->m_dup
+                      : res == WINDOW_TOO_OLD   ? r->m_old
+                                                : r->m_new);
+}
+
+static void tick(struct ranker *r);
+
+int ranker_batch_cb(void *opaque, const struct qz_kafka_msg *msgs, size_t n,
+                    struct qz_kafka_batch *batch)
+{
+        struct ranker *r = opaque;
+        window_advance(r->w, now_ms(r));
+        for (size_t i = 0; i < n; i++) {
+                const struct qz_avro_schema *s = NULL;
+                json_t *ev = NULL;
+                struct window_play p;
+                char err[256];
+                if (msgs[i].partition < 0 || msgs[i].partition >= r->cfg.nparts) {
+                        qz_metric_inc(r->m_invalid);
+                        continue;
+                }
+                /* The stats-aggregator sends undecodable plays to the DLQ; here they are
+                 * only counted, so one bad message is not queued twice. */
+                if (qz_avro_decode_json(r->avro, msgs[i].value, msgs[i].value_len, &s, &ev, err,
+                                        sizeof(err)) != 0 ||
+                    s != r->schema || play_from_event(ev, &p) != 0) {
+                        qz_metric_inc(r->m_invalid);
+                        json_decref(ev);
+                        continue;
+                }
+                json_decref(ev);
+                count(r, window_add(r->w, msgs[i].partition, &p, false));
+                if (msgs[i].timestamp_ms > r->newest_ts)
+                        r->newest_ts = msgs[i].timestamp_ms;
+        }
+        (void)batch;
+        tick(r);
+        /* The effect lives in memory; durability is play_history (rebuild) plus Kafka. */
+        return 0;
+}
+
+void ranker_idle_cb(void *opaque)
+{
+        struct ranker *r = opaque;
+        char err[256];
+        qz_pg_ping(r->pg, err, sizeof(err));
+        tick(r);
+}
+
+/* ---- merge ----------------------------------------------------------- */
+
+static bool owns_all(const struct ranker *r)
+{
+        for (int p = 0; p < r->cfg.nparts; p++)
+                if (!r->owned[p])
+                        return false;
+        return true;
+}
+
+static void write_partials(struct ranker *r)
+{
+        for (int p = 0; p < r->cfg.nparts; p++) {
+                uint8_t *buf = NULL;
+                size_t len = 0;
+                char key[300], ttl[16];
+                if (!r->owned[p] || rank_partial_encode(r->w, p, r->newest_ts, &buf, &len) != 0)
+                        continue;
+                snprintf(key, sizeof(key), "qoqnuz:trending:internal:partial:%s:%d",
+                         r->cfg.group_id, p);
+                snprintf(ttl, sizeof(ttl), "%d", PARTIAL_TTL_MS);
+                const char *argv[] = {"SET", key, (const char *)buf, "PX", ttl};
+                size_t lens[] = {3, strlen(key), len, 2, strlen(ttl)};
+                qz_redis_append_argv(r->redis, 5, argv, lens);
+                free(buf);
+        }
+}
+
+/* true when this instance holds (or just took) the merger lock */
+static bool take_lock(struct ranker *r)
+{
+        char key[300], ttl[16], err[256];
+        redisReply *rep = NULL;
+        snprintf(key, sizeof(key), "qoqnuz:trending:internal:merger:%s", r->cfg.group_id);
+        snprintf(ttl, sizeof(ttl), "%d", LOCK_TTL_MS);
+        /* take it if free, or extend it if ours: one script, so no race between GET and SET */
+        const char *argv[] = {
+            "EVAL",
+            "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end "
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+            "redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end return 0",
+            "1",
+            key,
+            r->cfg.instance_id,
+            ttl};
+        if (qz_redis_command_argv(r->redis, REDIS_REPLY_INTEGER, &rep, err, sizeof(err), 6, argv,
+                                  NULL) != 0)
+                return false;
+        bool mine = rep->integer == 1;
+        freeReplyObject(rep);
+        return mine;
+}
+
+/* Sums every partition into r->merge: local ones from the window, the others from their
+ * partials. 1 = complete, 0 = some partition is missing (do not publish), -1 = Redis error. */
+static int merge_all(struct ranker *r)
+{
+        rank_merge_reset(&r->merge, window_ntracks(r->w));
+        r->merge.newest_ms = r->newest_ts;
+        for (int p = 0; p < r->cfg.nparts; p++) {
+                size_t n;
+                const struct window_counts *c = window_part_counts(r->w, p, &n);
+                if (!r->owned[p])
+                        continue;
+                for (size_t i = 0; i < n; i++)
+                        if (c[i].plays_7d && rank_merge_add(&r->merge, (uint32_t)i, &c[i]) != 0)
+                                return -1;
+        }
+        if (owns_all(r))
+                return 1;
+        int complete = 1;
+        for (int p = 0; p < r->cfg.nparts; p++) {
+                if (r->owned[p])
+                        continue;
+                char key[300];
+                snprintf(key, sizeof(key), "qoqnuz:trending:internal:partial:%s:%d",
+                         r->cfg.group_id, p);
+                const char *argv[] = {"GET", key};
+                qz_redis_append_argv(r->redis, 2, argv, NULL);
+        }
+        redisReply **rep = NULL;
+        size_t nrep = 0;
+        char err[256];
+        if (qz_redis_exec(r->redis, &rep, &nrep, err, sizeof(err)) != 0)
+                return -1;
+        for (size_t i = 0; i < nrep; i++) {
+                int64_t bucket = 0;
+                if (rep[i]->type != REDIS_REPLY_STRING ||
+                    rank_partial_decode(r->w, &r->merge, (const uint8_t *)rep[i]->str, rep[i]->len,
+                                        &bucket) != 0 ||
+                    bucket != window_cur_bucket(r->w)) {
+                        complete = 0;
+                        break;
+                }
+        }
+        qz_redis_replies_free(rep, nrep);
+        return complete;
+}
+
+/* ---- publish ----------------------------------------------------------- */
+
+static void keep_rows(struct ranker *r, const struct rank_item *items, size_t n, int64_t calc)
+{
+        size_t k = n < (size_t)r->cfg.pg_top ? n : (size_t)r->cfg.pg_top;
+        struct publish_row *rows = calloc(k ? k : 1, sizeof(*rows));
+        if (!rows)
+                return;
+        for (size_t i = 0; i < k; i++) {
+                memcpy(rows[i].id, window_track_id(r->w, items[i].track), 16);
+                rows[i].score = items[i].score;
+                rows[i].c = items[i].c;
+        }
+        pthread_mutex_lock(&r->mu);
+        free(r->rows);
+        r->rows = rows;
+        r->nrows = k;
+        r->rows_calc_ms = calc;
+        r->have_rows = true;
+        pthread_mutex_unlock(&r->mu);
+}
+
+static int snapshot(struct ranker *r, struct qz_pg *pg, char *errstr, size_t errstr_size)
+{
+        pthread_mutex_lock(&r->mu);
+        if (!r->have_rows) {
+                pthread_mutex_unlock(&r->mu);
+                snprintf(errstr, errstr_size, "no complete ranking yet");
+                return -1;
+        }
+        size_t n = r->nrows;
+        int64_t calc = r->rows_calc_ms;
+        struct publish_row *rows = malloc((n ? n : 1) * sizeof(*rows));
+        if (rows)
+                memcpy(rows, r->rows, n * sizeof(*rows));
+        pthread_mutex_unlock(&r->mu);
+        if (!rows) {
+                snprintf(errstr, errstr_size, "out of memory");
+                return -1;
+        }
+        int rc = publish_pg(pg, rows, n, calc, errstr, errstr_size);
+        free(rows);
+        return rc;
+}
+
+static void tick(struct ranker *r)
+{
+        int64_t mono = qz_clock_mono_ms(), now = now_ms(r);
+        char err[512];
+        if (mono < r->next_publish)
+                return;
+        r->next_publish = mono + r->cfg.publish_ms;
+        window_advance(r->w, now);
+        if (mono >= r->next_catalog) {
+                long changed = 0;
+                if (qz_catalog_refresh(r->cat, r->pg, &changed, err, sizeof(err)) != 0)
+                        qz_warn("catalog refresh: %s", err);
+                r->next_catalog = mono + CATALOG_REFRESH_MS;
+        }
+        struct window_stats st;
+        window_stats(r->w, &st);
+        qz_metric_set(r->m_plays7, (double)st.plays_7d);
+        qz_metric_set(r->m_pairs, (double)st.pairs);
+        qz_metric_set(r->m_events, (double)st.event_ids);
+        qz_metric_set(r->m_tracks, (double)st.tracks);
+        qz_metric_set(r->m_bytes, (double)st.bytes);
+
+        bool all = owns_all(r);
+        if (!all) {
+                write_partials(r);
+                if (qz_redis_exec(r->redis, NULL, NULL, err, sizeof(err)) != 0) {
+                        qz_warn("redis: writing partials: %s", err);
+                        atomic_store(&r->redis_ok, false);
+                        return;
+                }
+                if (!take_lock(r)) {
+                        atomic_store(&r->redis_ok, qz_redis_ping(r->redis, err, sizeof(err)) == 0);
+                        return; /* another instance merges */
+                }
+        }
+        int64_t t0 = qz_clock_mono_ns();
+        int m = merge_all(r);
+        if (m <= 0) {
+                if (m == 0)
+                        qz_metric_inc(r->m_held);
+                atomic_store(&r->redis_ok, m == 0);
+                return;
+        }
+        struct rank_item *items = NULL;
+        size_t n = 0;
+        if (rank_build(&r->merge, r->w, &items, &n) != 0)
+                return;
+        keep_rows(r, items, n, now);
+        if (publish_redis(r->pub, r->w, r->cat, items, n, now, "stream", err, sizeof(err)) != 0) {
+                qz_metric_inc(r->m_publish_fail);
+                qz_warn("redis publish: %s", err);
+                atomic_store(&r->redis_ok, false);
+        } else {
+                atomic_store(&r->redis_ok, true);
+                qz_metric_observe(r->m_publish_s, (double)(qz_clock_mono_ns() - t0) / 1e9);
+                if (r->merge.newest_ms > 0)
+                        qz_metric_set(r->m_fresh,
+                                      (double)(qz_time_now_ms() - r->merge.newest_ms) / 1000.0);
+        }
+        free(items);
+        if (mono >= r->next_snapshot) {
+                /* Postgres down: Redis keeps updating; the snapshot retries next interval */
+                if (snapshot(r, r->pg, err, sizeof(err)) != 0) {
+                        qz_metric_inc(r->m_snap_fail);
+                        qz_warn("trending_tracks snapshot: %s", err);
+                        r->next_snapshot = mono + 1000;
+                } else {
+                        r->next_snapshot = mono + r->cfg.snapshot_ms;
+                }
+        }
+}
+
+int ranker_job_calculate(void *opaque, struct qz_pg *pg, const char *run_id, const json_t *params,
+                         struct qz_job_result *res, char *errstr, size_t errstr_size)
+{
+        struct ranker *r = opaque;
+        (void)run_id;
+        (void)params;
+        if (snapshot(r, pg, errstr, errstr_size) != 0)
+                return -1;
+        pthread_mutex_lock(&r->mu);
+        res->processed = (long)r->nrows;
+        pthread_mutex_unlock(&r->mu);
+        res->expected = res->processed;
+        snprintf(res->message, sizeof(res->message), "%ld tracks written to trending_tracks",
+                 res->processed);
+        return 0;
+}
+
+/* ---- assignment: rebuild from play_history --------------------------------- */
+
+static int rebuild(struct ranker *r, const bool *want)
+{
+        char err[512], lower[40], n_s[32], secs[32];
+        int64_t t0 = qz_clock_mono_ms(), now = now_ms(r);
+        long loaded = 0;
+        /* the oldest bucket of the 7 d window */
+        int64_t lo = (window_cur_bucket(r->w) - WINDOW_7D_MS / r->cfg.bucket_ms) * r->cfg.bucket_ms;
+        (void)now;
+        qz_time_format(lo, lower, sizeof(lower));
+        const char *params[] = {lower};
+        PGresult *res = NULL;
+        if (qz_pg_begin(r->pg, err, sizeof(err)) != 0)
+                goto fail;
+        if (!(res = qz_pg_query(r->pg,
+                                "DECLARE trending_rebuild NO SCROLL CURSOR FOR "
+                                "SELECT event_id, user_id, track_id, "
+                                "(extract(epoch FROM played_at) * 1000)::bigint "
+                                "FROM play_history WHERE played_at >= $1::timestamptz",
+                                1, params, err, sizeof(err))))
+                goto fail_tx;
+        PQclear(res);
+        for (;;) {
+                if (!(res = qz_pg_query(r->pg, "FETCH 20000 FROM trending_rebuild", 0, NULL, err,
+                                        sizeof(err))))
+                        goto fail_tx;
+                int rows = PQntuples(res);
+                for (int i = 0; i < rows; i++) {
+                        struct window_play p;
+                        const char *user = PQgetvalue(res, i, 1);
+                        int part = rd_kafka_msg_partitioner_murmur2(NULL, user, strlen(user),
+                                                                    r->cfg.nparts, NULL, NULL);
+                        if (!want[part])
+                                continue;
+                        if (uuid_parse(PQgetvalue(res, i, 0), p.event_id) != 0 ||
+                            uuid_parse(user, p.user_id) != 0 ||
+                            uuid_parse(PQgetvalue(res, i, 2), p.track_id) != 0)
+                                continue;
+                        p.played_at_ms = strtoll(PQgetvalue(res, i, 3), NULL, 10);
+                        if (window_add(r->w, part, &p, false) == WINDOW_ADDED)
+                                loaded++;
+                }
+                PQclear(res);
+                if (rows == 0)
+                        break;
+        }
+        if (qz_pg_commit(r->pg, err, sizeof(err)) != 0)
+                goto fail;
+        snprintf(n_s, sizeof(n_s), "%ld", loaded);
+        snprintf(secs, sizeof(secs), "%.3f", (qz_clock_mono_ms() - t0) / 1000.0);
+        qz_metric_add(r->m_rebuilt, (double)loaded);
+        qz_metric_set(r->m_rebuild_s, (qz_clock_mono_ms() - t0) / 1000.0);
+        qz_log_kv(QZ_LOG_INFO, "rebuilt window from play_history", "plays", n_s, "seconds", secs,
+                  "since", lower, NULL);
+        return 0;
+fail_tx : {
+        char ignore[64];
+        qz_pg_rollback(r->pg, ignore, sizeof(ignore));
+}
+fail:
+        qz_log_kv(QZ_LOG_ERROR, "rebuild from play_history failed; retrying", "error", err, NULL);
+        return -1;
+}
+
+void ranker_assign_cb(void *opaque, rd_kafka_topic_partition_list_t *parts)
+{
+        struct ranker *r = opaque;
+        bool *want = calloc((size_t)r->cfg.nparts, sizeof(bool));
+        bool any = false;
+        if (!want)
+                return;
+        window_advance(r->w, now_ms(r));
+        for (int i = 0; i < parts->cnt; i++) {
+                rd_kafka_topic_partition_t *tp = &parts->elems[i];
+                if (strcmp(tp->topic, r->cfg.topic) != 0 || tp->partition < 0 ||
+                    tp->partition >= r->cfg.nparts)
+                        continue;
+                window_drop_part(r->w, tp->partition);
+                window_part_activate(r->w, tp->partition);
+                r->owned[tp->partition] = true;
+                want[tp->partition] = true;
+                any = true;
+                /* Handover: the rebuild holds what play_history has; replaying the topic from
+                 * its earliest retained offset adds what it lacks, and event-id dedup drops
+                 * the overlap. */
+                tp->offset = RD_KAFKA_OFFSET_BEGINNING;
+        }
+        /* Postgres down at assignment: retry until it answers (the partitions must not be
+         * consumed without their history, or the lists would be low until the next restart). */
+        while (any && rebuild(r, want) != 0) {
+                for (int p = 0; p < r->cfg.nparts; p++)
+                        if (want[p]) {
+                                window_drop_part(r->w, p);
+                                window_part_activate(r->w, p);
+                        }
+                if (qz_sig_stop_requested())
+                        break;
+                sleep(1);
+        }
+        free(want);
+        r->next_publish = 0;
+}
+
+void ranker_revoke_cb(void *opaque, const rd_kafka_topic_partition_list_t *parts)
+{
+        struct ranker *r = opaque;
+        for (int i = 0; i < parts->cnt; i++) {
+                const rd_kafka_topic_partition_t *tp = &parts->elems[i];
+                if (strcmp(tp->topic, r->cfg.topic) != 0 || tp->partition < 0 ||
+                    tp->partition >= r->cfg.nparts)
+                        continue;
+                window_drop_part(r->w, tp->partition);
+                r->owned[tp->partition] = false;
+        }
+}

@@ -1,0 +1,299 @@
+#!/usr/bin/python3
+"""trending_oracle.py - trending-ranker end to end against an SQL oracle over play_history.
+
+Random plays (with player retries repeating event ids, and late plays) enter through the real
+path: play-ingestor -> plays.v1 -> stats-aggregator -> play_history. Half are stored before the
+ranker starts (it rebuilds them from play_history and replays the topic: the overlap must be
+deduplicated), half stream in afterwards. "now" is pinned (QOQNUZ_TRENDING_NOW_MS, an hour
+boundary 60 days back, so other tests' plays are far in the ranker's future and ignored).
+Checks: Redis global/genre lists, track hashes and meta, and trending_tracks equal the oracle;
+FLUSHDB (a Redis restart) -> lists reappear; 3 instances give the same Redis lists as 1;
+calculate-trending job writes the table; SIGTERM -> exit 0."""
+import json, os, random, signal, subprocess, sys, time, urllib.request, uuid
+
+ENV = os.environ
+for v in ("QZ_TEST_PG_DSN", "QZ_TEST_REDIS_URL", "QZ_TEST_BROKERS", "QZ_TEST_BIN", "QZ_TEST_TMP"):
+    if not ENV.get(v):
+        sys.exit(f"FAIL: {v} not set")
+BIN, TMP, DSN = ENV["QZ_TEST_BIN"], ENV["QZ_TEST_TMP"], ENV["QZ_TEST_PG_DSN"]
+REDIS = ENV["QZ_TEST_REDIS_URL"].rsplit("/", 1)[0]
+RHOST, RPORT = REDIS[len("redis://"):].split(":")
+H = 3600 * 1000
+NOW = (int(time.time() * 1000) // H - 60 * 24) * H
+RUN = uuid.uuid4().hex[:8]
+procs = []
+failed = False
+
+
+def fail(msg):
+    print("FAIL:", msg)
+    for name, p, log in procs:
+        print(f"--- {name} log (tail)")
+        with open(log) as f:
+            print("".join(f.readlines()[-15:]))
+    cleanup()
+    sys.exit(1)
+
+
+def free_port():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def start(name, binary, env):
+    port = free_port()
+    log = f"{TMP}/trend-{RUN}-{name}.log"
+    e = dict(ENV, QOQNUZ_HTTP_ADDR=f"127.0.0.1:{port}", QOQNUZ_KAFKA_BROKERS=ENV["QZ_TEST_BROKERS"],
+             QOQNUZ_PG_DSN=DSN, **env)
+    p = subprocess.Popen([f"{BIN}/{binary}"], env=e, stdout=open(log, "a"), stderr=subprocess.STDOUT)
+    procs.append((name, p, log))
+    return p, port
+
+
+def wait_ready(port, secs=40):
+    end = time.time() + secs
+    while time.time() < end:
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2).status == 200:
+                return True
+        except Exception:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def stop(p, name):
+    p.send_signal(signal.SIGTERM)
+    try:
+        rc = p.wait(20)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        fail(f"{name} did not stop on SIGTERM")
+    if rc != 0:
+        fail(f"{name} exited {rc} on SIGTERM")
+
+
+def cleanup():
+    for _, p, _ in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def psql(sql):
+    return subprocess.run(["psql", DSN, "-Atq", "-v", "ON_ERROR_STOP=1", "-F", "|", "-c", sql],
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
+def rcli(db, *args):
+    return subprocess.run(["redis-cli", "-h", RHOST, "-p", RPORT, "-n", str(db), *args],
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
+# ---- catalog: artists, albums, tracks with genres -------------------------------------------
+random.seed(42)
+GENRES = ["rock", "jazz", "pop", "hip hop"]
+artist = str(uuid.uuid4())
+album = str(uuid.uuid4())
+tracks = [str(uuid.uuid4()) for _ in range(40)]
+track_genres = {t: random.sample(GENRES, random.randint(0, 2)) for t in tracks}
+rows = ",".join(
+    "('%s','Song %d','%s','%s',%d,'{%s}')" % (t, i, artist, album, 1000 + i,
+                                             ",".join('"%s"' % g for g in track_genres[t]))
+    for i, t in enumerate(tracks[:36]))  # 4 tracks stay unknown to the catalog
+psql(f"INSERT INTO artists (id, name) VALUES ('{artist}', 'Band {RUN}');"
+     f"INSERT INTO albums (id, artist_id, title) VALUES ('{album}', '{artist}', 'LP {RUN}');"
+     f"INSERT INTO tracks (id, title, artist_id, album_id, duration_ms, genres) VALUES {rows};")
+
+# ---- plays ----------------------------------------------------------------------------------
+users = [str(uuid.uuid4()) for _ in range(120)]
+plays = []
+for i in range(2400):
+    t = tracks[min(int(random.expovariate(0.12)), len(tracks) - 1)]
+    age = random.choice([random.randint(0, 24 * H), random.randint(0, 8 * 24 * H)])
+    plays.append({"event_id": str(uuid.uuid4()), "user_id": random.choice(users), "track_id": t,
+                  "played_at": NOW - age})
+# exact edges: on the 24 h and 7 d boundaries
+plays.append({"event_id": str(uuid.uuid4()), "user_id": users[0], "track_id": tracks[0],
+              "played_at": NOW - 24 * H})
+plays.append({"event_id": str(uuid.uuid4()), "user_id": users[1], "track_id": tracks[0],
+              "played_at": NOW - 7 * 24 * H})
+random.shuffle(plays)
+first, second = plays[:1200], plays[1200:]
+retries = random.sample(first, 150) + random.sample(second, 150)  # same event ids again
+
+
+def iso(ms):
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + ".%03dZ" % (ms % 1000)
+
+
+def post(port, batch, token):
+    for i in range(0, len(batch), 400):
+        body = json.dumps([dict(p, played_at=iso(p["played_at"]), duration_played_ms=1000,
+                                completed=True, source="album", device_type="web")
+                           for p in batch[i:i + 400]]).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/plays", data=body, method="POST",
+                                     headers={"Content-Type": "application/json",
+                                              "Authorization": "Bearer " + token})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            if r.status != 202:
+                fail(f"ingest answered {r.status}")
+
+
+def wait_history(n):
+    ids = "','".join(u for u in users)
+    for _ in range(300):
+        if int(psql(f"SELECT count(*) FROM play_history WHERE user_id IN ('{ids}')")) == n:
+            return
+        time.sleep(0.2)
+    fail(f"play_history did not reach {n} plays")
+
+
+token = subprocess.run([f"{BIN}/qoqnuzctl", "token", "--role", "service"], env=dict(ENV, JWT_SECRET="tr-secret"),
+                       check=True, capture_output=True, text=True).stdout.strip()
+ing, ing_port = start("ingestor", "play-ingestor", {"JWT_SECRET": "tr-secret",
+                                                      "QOQNUZ_INGEST_HORIZON_DAYS": "3650"})
+agg, agg_port = start("aggregator", "stats-aggregator", {"QOQNUZ_STATS_GROUP_ID": f"stats-tr-{RUN}"})
+if not wait_ready(ing_port) or not wait_ready(agg_port):
+    fail("ingestor/aggregator not ready")
+post(ing_port, first, token)
+wait_history(len(first))
+print("ok: first half stored in play_history")
+
+# ---- the oracle: the guide's SQL over play_history at the pinned now -------------------------
+ORACLE = f"""
+WITH p AS (SELECT * FROM play_history
+           WHERE user_id IN ('{"','".join(users)}')
+             AND played_at >= to_timestamp({NOW}/1000.0) - interval '7 days'),
+c AS (SELECT track_id,
+             count(*) FILTER (WHERE played_at >= to_timestamp({NOW}/1000.0) - interval '24 hours') p24,
+             count(*) p7,
+             count(DISTINCT user_id) FILTER (WHERE played_at >= to_timestamp({NOW}/1000.0) - interval '24 hours') l24,
+             count(DISTINCT user_id) l7
+      FROM p GROUP BY track_id HAVING count(*) >= 3)
+SELECT track_id, 10*p24 + 2*p7 + 20*l24 + 5*l7, p24, p7, l24, l7 FROM c
+ORDER BY 2 DESC, 1"""
+
+
+def oracle():
+    out = {}
+    for line in psql(ORACLE).splitlines():
+        t, s, a, b, c, d = line.split("|")
+        out[t] = (float(s), int(a), int(b), int(c), int(d))
+    return out
+
+
+def redis_global(db):
+    vals = rcli(db, "ZREVRANGE", "qoqnuz:trending:global", "0", "-1", "WITHSCORES").splitlines()
+    return {vals[i]: float(vals[i + 1]) for i in range(0, len(vals), 2)}
+
+
+RANKER_ENV = {"QOQNUZ_TRENDING_NOW_MS": str(NOW), "QOQNUZ_TRENDING_PUBLISH_MS": "200",
+              "QOQNUZ_TRENDING_SNAPSHOT_MS": "300", "QOQNUZ_TRENDING_JOBS": "false"}
+r1, r1_port = start("ranker-1", "trending-ranker",
+                    dict(RANKER_ENV, QOQNUZ_TRENDING_GROUP_ID=f"tr-one-{RUN}",
+                         QOQNUZ_REDIS_URL=f"{REDIS}/1"))
+if not wait_ready(r1_port, 60):
+    fail("ranker not ready")
+post(ing_port, second + retries, token)
+wait_history(len(plays))
+print("ok: second half and 300 retries posted; play_history has every play once")
+
+want = oracle()
+if not want:
+    fail("empty oracle")
+
+
+def converge(db, what):
+    got = None
+    for _ in range(150):
+        got = redis_global(db)
+        if got == {t: v[0] for t, v in want.items()}:
+            return
+        time.sleep(0.2)
+    missing = {t: v for t, v in want.items() if got.get(t) != v[0]}
+    fail(f"{what}: Redis global list differs from the oracle: {len(missing)} tracks differ, "
+         f"e.g. {list(missing.items())[:3]}; got {list(got.items())[:3]}")
+
+
+converge(1, "one instance")
+print(f"ok: Redis global list equals the SQL oracle ({len(want)} tracks)")
+
+# track hashes with counts and catalog fields; genre lists; meta
+for t, (s, p24, p7, l24, l7) in want.items():
+    h = rcli(1, "HGETALL", f"qoqnuz:trending:track:{t}").splitlines()
+    h = dict(zip(h[::2], h[1::2]))
+    if (float(h["trend_score"]), int(h["play_count_24h"]), int(h["play_count_7d"]),
+            int(h["unique_listeners_24h"]), int(h["unique_listeners_7d"])) != (s, p24, p7, l24, l7):
+        fail(f"track hash {t} differs: {h} vs {(s, p24, p7, l24, l7)}")
+    if t in tracks[:36]:
+        if h["title"] != f"Song {tracks.index(t)}" or h["artist_name"] != f"Band {RUN}" or \
+                h["album_title"] != f"LP {RUN}" or h["duration_ms"] != str(1000 + tracks.index(t)):
+            fail(f"track hash {t} lacks catalog fields: {h}")
+for g in GENRES:
+    exp = [t for t in want if t in tracks[:36] and g in track_genres[t]]
+    got = rcli(1, "ZREVRANGE", f"qoqnuz:trending:genre:{g}", "0", "-1").splitlines()
+    if sorted(got) != sorted(exp):
+        fail(f"genre {g}: {got} vs {exp}")
+meta = rcli(1, "HGETALL", "qoqnuz:trending:meta").splitlines()
+meta = dict(zip(meta[::2], meta[1::2]))
+if meta.get("source") != "stream" or not meta.get("calculated_at", "").startswith(iso(NOW)[:19]):
+    fail(f"meta: {meta}")
+print("ok: track hashes, genre lists and meta match")
+
+# Postgres snapshot (top 100 of the oracle)
+for _ in range(50):
+    pg = psql("SELECT track_id, trend_score, play_count_24h, play_count_7d, unique_listeners_24h, "
+              "unique_listeners_7d FROM trending_tracks ORDER BY trend_score DESC, track_id")
+    got = {l.split("|")[0]: (float(l.split("|")[1]), *map(int, l.split("|")[2:]))
+           for l in pg.splitlines()}
+    if got == want:
+        break
+    time.sleep(0.2)
+else:
+    fail(f"trending_tracks differs from the oracle: {len(got)} rows vs {len(want)}")
+fresh = psql("SELECT calculated_at FROM trending_tracks LIMIT 1")  # the guide's freshness query
+if not fresh:
+    fail("freshness query returned nothing")
+print("ok: trending_tracks equals the oracle; the guide's freshness query works")
+
+# Redis restart: everything gone -> the lists reappear
+rcli(1, "FLUSHDB")
+converge(1, "after FLUSHDB")
+print("ok: lists reappear after Redis lost its data")
+
+# three instances in another group, on another Redis db: same lists
+multi = []
+for i in range(3):
+    p, port = start(f"ranker-m{i}", "trending-ranker",
+                    dict(RANKER_ENV, QOQNUZ_TRENDING_GROUP_ID=f"tr-multi-{RUN}",
+                         QOQNUZ_REDIS_URL=f"{REDIS}/2", QOQNUZ_TRENDING_SNAPSHOT_MS="3600000"))
+    multi.append((p, port))
+for p, port in multi:
+    if not wait_ready(port, 60):
+        fail("multi-instance ranker not ready")
+converge(2, "three instances")
+if redis_global(2) != redis_global(1):
+    fail("three instances differ from one")
+print("ok: three instances publish the same lists as one")
+
+# an instance dies: its partitions move, the result stays exact
+multi[0][0].kill()
+multi[0][0].wait()
+time.sleep(8)
+converge(2, "after an instance died")
+print("ok: an instance died; the others took its partitions, lists still exact")
+
+for (p, _), n in zip(multi[1:], ("m1", "m2")):
+    stop(p, n)
+stop(r1, "ranker-1")
+stop(agg, "aggregator")
+stop(ing, "ingestor")
+for name, p, log in procs:
+    if "runtime error:" in open(log).read() or "Sanitizer" in open(log).read():
+        fail(f"{name}: sanitizer report")
+print("ok: rankers stop cleanly on SIGTERM")
