@@ -8,7 +8,7 @@ PKGS=(
   librdkafka-dev libpq-dev libhiredis-dev libavro-dev libcmocka-dev
   libmicrohttpd-dev libjansson-dev libjwt-dev uuid-dev libcurl4-openssl-dev
   postgresql postgresql-client redis-server redis-tools
-  python3 python3-avro
+  python3 python3-avro python3-yaml
   clang clang-format libclang-rt-14-dev
   # analysis library (lib/analysis): decoding and features
   libsndfile1-dev libaubio-dev libebur128-dev libfftw3-dev

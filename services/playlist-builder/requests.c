@@ -1,0 +1,222 @@
+/* requests.c - playlists.requests.v1 batches into stored playlists and PlaylistGenerated events. */
+#include "requests.h"
+#include "store.h"
+
+#include "avro.h"
+#include "clock.h"
+#include "json.h"
+#include "log.h"
+#include "metrics.h"
+#include "pg.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct pl_requests {
+        struct pl_requests_cfg cfg;
+        const struct qz_avro_schema *req_schema, *gen_schema;
+        struct qz_metric *ok, *failed, *dup, *rejected, *retries, *seconds;
+};
+
+struct pl_requests *pl_requests_new(const struct pl_requests_cfg *cfg, char *errstr,
+                                    size_t errstr_size)
+{
+        struct pl_requests *r = calloc(1, sizeof(*r));
+        if (!r) {
+                snprintf(errstr, errstr_size, "out of memory");
+                return NULL;
+        }
+        r->cfg = *cfg;
+        r->req_schema = qz_avro_schema_get(cfg->avro, "PlaylistRequest");
+        r->gen_schema = qz_avro_schema_get(cfg->avro, "PlaylistGenerated");
+        if (!r->req_schema || !r->gen_schema) {
+                snprintf(errstr, errstr_size, "schemas PlaylistRequest/PlaylistGenerated missing");
+                free(r);
+                return NULL;
+        }
+        if (pl_store_prepare(cfg->pg, errstr, errstr_size) != 0) {
+                free(r);
+                return NULL;
+        }
+        struct qz_metrics *m = cfg->metrics;
+        r->ok = qz_metrics_counter(m, "qz_playlists_requests_total", "result=\"ok\"",
+                                   "Playlist requests by outcome");
+        r->failed = qz_metrics_counter(m, "qz_playlists_requests_total", "result=\"error\"",
+                                       "Playlist requests by outcome");
+        r->dup = qz_metrics_counter(m, "qz_playlists_requests_total", "result=\"duplicate\"",
+                                    "Playlist requests by outcome");
+        r->rejected = qz_metrics_counter(m, "qz_playlists_requests_total", "result=\"dlq\"",
+                                         "Playlist requests by outcome");
+        r->retries = qz_metrics_counter(m, "qz_playlists_batch_failures_total", NULL,
+                                        "Request batches that failed and will be retried");
+        r->seconds = qz_metrics_histogram(m, "qz_playlists_build_seconds", NULL,
+                                          "Time to build and store one playlist", NULL, 0);
+        return r;
+}
+
+void pl_requests_free(struct pl_requests *r)
+{
+        free(r);
+}
+
+/* Pulls a request out of a decoded PlaylistRequest; NULL ids make it invalid. */
+static int request_from(const json_t *ev, struct pl_request *rq, char *errstr, size_t errstr_size)
+{
+        memset(rq, 0, sizeof(*rq));
+        if (qz_json_get_uuid(ev, "request_id", true, &rq->request_id, errstr, errstr_size) != 0 ||
+            qz_json_get_uuid(ev, "user_id", true, &rq->user_id, errstr, errstr_size) != 0 ||
+            qz_json_get_string(ev, "playlist_type", true, &rq->playlist_type, errstr,
+                               errstr_size) != 0 ||
+            qz_json_get_string(ev, "reason", true, &rq->reason, errstr, errstr_size) != 0 ||
+            qz_json_get_uuid(ev, "run_id", false, &rq->run_id, errstr, errstr_size) < 0)
+                return -1;
+        rq->params = json_object_get(ev, "params");
+        return 0;
+}
+
+static json_t *generated_event(const struct pl_request *rq, const struct pl_store_outcome *o)
+{
+        return json_pack("{s:s,s:s,s:s,s:s,s:i,s:I,s:I,s:o}", "request_id", rq->request_id,
+                         "user_id", rq->user_id, "playlist_id", o->playlist_id, "playlist_type",
+                         rq->playlist_type, "track_count", o->track_count, "generated_at",
+                         (json_int_t)o->generated_ms, "expires_at", (json_int_t)o->expires_ms,
+                         "run_id", rq->run_id ? json_string(rq->run_id) : json_null());
+}
+
+/* Builds and stores one request. 0 = done (out filled), -1 = transient (retry the batch),
+ * -2 = poison (to the DLQ). */
+static int handle(struct pl_requests *r, const struct pl_request *rq, struct pl_store_outcome *out)
+{
+        char err[512], serr[512];
+        struct pl_playlist pl;
+        int64_t t0 = qz_clock_mono_ns();
+        int rc = pl_gen_build(r->cfg.gen, rq, qz_time_now_ms(), &pl, err, sizeof(err));
+        if (rc < 0) {
+                const char *state = qz_pg_sqlstate(r->cfg.pg);
+                if (qz_pg_sqlstate_is_connection(state) || !state[0]) {
+                        qz_warn("request %s: building failed, will retry: %s", rq->request_id, err);
+                        return -1;
+                }
+                rc = 1; /* a query the request's values broke: its answer is an error */
+        }
+        if (pl_store_result(r->cfg.pg, rq, rc == 0 ? &pl : NULL, rc == 0 ? NULL : err, out, serr,
+                            sizeof(serr)) != 0) {
+                if (rc == 0)
+                        pl_playlist_free(&pl);
+                if (qz_pg_sqlstate_is_connection(out->sqlstate) || !out->sqlstate[0]) {
+                        qz_warn("request %s: storing failed, will retry: %s", rq->request_id, serr);
+                        return -1;
+                }
+                /* Postgres refused this request's values: answer it with that error rather
+                 * than retrying it forever; if even that is refused it is poison. */
+                snprintf(err, sizeof(err), "%s", serr);
+                rc = 1;
+                if (pl_store_result(r->cfg.pg, rq, NULL, err, out, serr, sizeof(serr)) != 0)
+                        return qz_pg_sqlstate_is_connection(out->sqlstate) ? -1 : -2;
+        }
+        if (out->duplicate)
+                qz_metric_inc(r->dup);
+        else if (rc == 0)
+                qz_metric_inc(r->ok);
+        else
+                qz_metric_inc(r->failed);
+        if (rc != 0 && !out->duplicate)
+                qz_log_kv(QZ_LOG_WARN, "playlist request failed", "request_id", rq->request_id,
+                          "user_id", rq->user_id, "playlist_type", rq->playlist_type, "error", err,
+                          NULL);
+        if (rc == 0)
+                pl_playlist_free(&pl);
+        qz_metric_observe(r->seconds, (double)(qz_clock_mono_ns() - t0) / 1e9);
+        return 0;
+}
+
+int pl_requests_batch_cb(void *opaque, const struct qz_kafka_msg *msgs, size_t n,
+                         struct qz_kafka_batch *batch)
+{
+        struct pl_requests *r = opaque;
+        struct qz_kafka_record *recs = calloc(n ? n : 1, sizeof(*recs));
+        unsigned char **bufs = calloc(n ? n : 1, sizeof(*bufs));
+        char **keys = calloc(n ? n : 1, sizeof(*keys));
+        size_t nrec = 0;
+        int rc = -1;
+        char err[512];
+        if (!recs || !bufs || !keys)
+                goto done;
+        for (size_t i = 0; i < n; i++) {
+                const struct qz_avro_schema *s = NULL;
+                json_t *ev = NULL;
+                struct pl_request rq;
+                const char *why = NULL;
+                if (qz_avro_decode_json(r->cfg.avro, msgs[i].value, msgs[i].value_len, &s, &ev, err,
+                                        sizeof(err)) != 0)
+                        why = "undecodable";
+                else if (s != r->req_schema) {
+                        snprintf(err, sizeof(err), "expected qoqnuz.PlaylistRequest, got %s",
+                                 qz_avro_schema_name(s));
+                        why = "wrong_schema";
+                } else if (request_from(ev, &rq, err, sizeof(err)) != 0)
+                        why = "invalid";
+                if (why) {
+                        const char *errs[] = {err};
+                        qz_warn("%s partition %d offset %lld to the DLQ: %s: %s", msgs[i].topic,
+                                (int)msgs[i].partition, (long long)msgs[i].offset, why, err);
+                        qz_kafka_batch_reject(batch, i, why, errs, 1);
+                        qz_metric_inc(r->rejected);
+                        json_decref(ev);
+                        continue;
+                }
+                struct pl_store_outcome o;
+                int hrc = handle(r, &rq, &o);
+                if (hrc == -2) {
+                        const char *errs[] = {"postgres refused the request and its failure"};
+                        qz_kafka_batch_reject(batch, i, "unstorable", errs, 1);
+                        qz_metric_inc(r->rejected);
+                        json_decref(ev);
+                        continue;
+                }
+                if (hrc != 0) {
+                        json_decref(ev);
+                        qz_metric_inc(r->retries);
+                        goto done;
+                }
+                if (o.ok) {
+                        json_t *g = generated_event(&rq, &o);
+                        size_t len = 0;
+                        if (!g || qz_avro_encode_json(r->gen_schema, g, &bufs[nrec], &len, err,
+                                                      sizeof(err)) != 0) {
+                                qz_error("PlaylistGenerated for %s: %s", rq.request_id, err);
+                                json_decref(g);
+                                json_decref(ev);
+                                goto done;
+                        }
+                        json_decref(g);
+                        keys[nrec] = strdup(rq.user_id);
+                        recs[nrec] = (struct qz_kafka_record){.topic = r->cfg.generated_topic,
+                                                              .partition = QZ_KAFKA_PARTITION_ANY,
+                                                              .key = keys[nrec],
+                                                              .key_len = strlen(rq.user_id),
+                                                              .value = bufs[nrec],
+                                                              .value_len = len};
+                        nrec++;
+                }
+                json_decref(ev);
+        }
+        if (nrec > 0 && qz_kafka_produce_wait(r->cfg.producer, recs, nrec, 15000, err,
+                                              sizeof(err)) != QZ_KAFKA_OK) {
+                qz_warn("publishing %zu PlaylistGenerated failed, will retry the batch: %s", nrec,
+                        err);
+                qz_metric_inc(r->retries);
+                goto done;
+        }
+        rc = 0;
+done:
+        for (size_t i = 0; i < nrec; i++) {
+                free(bufs[i]);
+                free(keys[i]);
+        }
+        free(bufs);
+        free(keys);
+        free(recs);
+        return rc;
+}

@@ -1,0 +1,31 @@
+/* similarity.h - the compute-track-similarities job: co-listening CF and content similarity into
+ * track_similarities.
+ *
+ * CF (kind 'cf'): every (user, track) pair of the last window_days of plays on live tracks,
+ * weight log(1 + plays), cosine with shrinkage, top k per track (cf.h). Content (kind
+ * 'content'): tracks with track_features (tempo and energy at least; a missing valence,
+ * danceability or acousticness counts as 0.5), compared within their genre
+ * (track_features.genre, else the track's first genre). Each kind is replaced as a whole in one
+ * transaction, so readers see the old or the new set. Without any track_features the content
+ * rows are left as they are and the run says so: CF alone still works.
+ *
+ * Ownership: the config is borrowed. */
+#ifndef PL_SIMILARITY_H
+#define PL_SIMILARITY_H
+
+#include "jobs.h"
+
+#include <stddef.h>
+
+struct pl_similarity_cfg {
+        long k;
+        long window_days;
+        long min_common;
+        double shrink;
+        long max_per_user;
+};
+
+int pl_similarity_job(void *opaque, struct qz_pg *pg, const char *run_id, const json_t *params,
+                      struct qz_job_result *res, char *errstr, size_t errstr_size);
+
+#endif

@@ -1,0 +1,41 @@
+/* store.h - one request's outcome, durably: the playlist (or the failure), its generation, the
+ * run's progress and the playlist_ready notification, all in one transaction.
+ *
+ * Idempotent by request_id (playlist_requests_done): a redelivered request changes nothing and
+ * reports what was stored the first time, so a fan-out run counts each request once and the
+ * caller can republish its PlaylistGenerated.
+ *
+ * Ownership: borrows the Postgres handle (one thread). */
+#ifndef PL_STORE_H
+#define PL_STORE_H
+
+#include "gen.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct qz_pg;
+
+struct pl_store_outcome {
+        bool duplicate; /* the request was handled before: fields below are from then */
+        bool ok;        /* a playlist was stored (else a failure was recorded) */
+        char playlist_id[37];
+        int track_count;
+        int64_t generated_ms, expires_ms;
+        char sqlstate[8]; /* of a failure, kept across the rollback */
+};
+
+/* Prepares the statements (again after reconnects). 0 or -1. */
+int pl_store_prepare(struct qz_pg *pg, char *errstr, size_t errstr_size);
+
+/* pl != NULL: store the playlist; else record the failure `error`. 0, or -1 (errstr; the
+ * transaction was rolled back; qz_pg_sqlstate tells a lost connection). */
+int pl_store_result(struct qz_pg *pg, const struct pl_request *rq, const struct pl_playlist *pl,
+                    const char *error, struct pl_store_outcome *out, char *errstr,
+                    size_t errstr_size);
+
+/* "{id,id,...}" for a uuid[] parameter; malloc'd, caller frees. */
+char *pl_store_ids_literal(const struct pl_cand *items, size_t n);
+
+#endif

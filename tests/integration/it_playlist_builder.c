@@ -1,0 +1,729 @@
+/* it_playlist_builder.c - the playlist-builder binary against real Postgres and the dev-broker:
+ * requests -> playlists stored with the guide's rules (checked in SQL), playlist_ready
+ * notifications, PlaylistGenerated events, bad requests, the fan-out / cleanup / similarity jobs,
+ * parameterised types.
+ *
+ * Env: QZ_TEST_PG_DSN, QZ_TEST_BROKERS, QZ_TEST_BIN, QZ_TEST_ROOT, QZ_TEST_TMP. Every run uses
+ * its own ids (a random prefix), genres, topics and consumer group. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "avro.h"
+#include "jobs.h"
+#include "json.h"
+#include "kafka.h"
+#include "log.h"
+#include "pg.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <librdkafka/rdkafka.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char *dsn, *brokers, *bin, *root, *tmp;
+static char P[16]; /* run prefix */
+static char req_topic[64], gen_topic[64], logpath[512];
+static struct qz_avro_registry *avro;
+static struct qz_pg *pg, *listener;
+static struct qz_kafka_producer *producer;
+static pid_t builder = -1;
+static int http_port;
+
+static int64_t mono_ms(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static const char *env(const char *name)
+{
+        const char *v = getenv(name);
+        if (!v || !*v) {
+                fprintf(stderr, "missing env %s\n", name);
+                exit(1);
+        }
+        return v;
+}
+
+static void dump_log(void)
+{
+        char cmd[600];
+        snprintf(cmd, sizeof(cmd), "tail -25 %s >&2", logpath);
+        if (system(cmd) != 0)
+                fprintf(stderr, "(no log)\n");
+}
+
+/* Runs sql with every "@" replaced by the run prefix. */
+static void exec_sql(const char *sql)
+{
+        char buf[8192], err[512];
+        size_t o = 0;
+        for (const char *s = sql; *s && o + 20 < sizeof(buf); s++) {
+                if (*s == '@')
+                        o += (size_t)snprintf(buf + o, sizeof(buf) - o, "%s", P);
+                else
+                        buf[o++] = *s;
+        }
+        buf[o] = '\0';
+        if (qz_pg_exec(pg, buf, err, sizeof(err)) != 0) {
+                fprintf(stderr, "sql failed: %s\n%s\n", err, buf);
+                fail();
+        }
+}
+
+/* First column of the first row of sql (with "@" replaced), as a malloc'd string. */
+static char *scalar(const char *sql)
+{
+        char buf[8192], err[512];
+        size_t o = 0;
+        for (const char *s = sql; *s && o + 20 < sizeof(buf); s++) {
+                if (*s == '@')
+                        o += (size_t)snprintf(buf + o, sizeof(buf) - o, "%s", P);
+                else
+                        buf[o++] = *s;
+        }
+        buf[o] = '\0';
+        PGresult *r = qz_pg_query(pg, buf, 0, NULL, err, sizeof(err));
+        if (!r) {
+                fprintf(stderr, "sql failed: %s\n%s\n", err, buf);
+                fail();
+        }
+        char *v = strdup(PQntuples(r) ? PQgetvalue(r, 0, 0) : "");
+        PQclear(r);
+        return v;
+}
+
+static long scalar_long(const char *sql)
+{
+        char *v = scalar(sql);
+        long x = atol(v);
+        free(v);
+        return x;
+}
+
+static char *uuid_of(const char *name)
+{
+        char sql[256];
+        snprintf(sql, sizeof(sql), "SELECT md5('@-%s')::uuid::text", name);
+        return scalar(sql);
+}
+
+static int free_port(void)
+{
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t len = sizeof(sa);
+        bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+        getsockname(fd, (struct sockaddr *)&sa, &len);
+        close(fd);
+        return ntohs(sa.sin_port);
+}
+
+static bool http_ready(void)
+{
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in sa = {.sin_family = AF_INET,
+                                 .sin_port = htons((uint16_t)http_port),
+                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        char buf[64] = {0};
+        bool ok = false;
+        if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+                const char *rq = "GET /readyz HTTP/1.0\r\n\r\n";
+                if (write(fd, rq, strlen(rq)) > 0 && read(fd, buf, sizeof(buf) - 1) > 12)
+                        ok = strncmp(buf + 9, "200", 3) == 0;
+        }
+        close(fd);
+        return ok;
+}
+
+static void start_builder(void)
+{
+        char addr[64], group[64], schemas[512];
+        http_port = free_port();
+        snprintf(addr, sizeof(addr), "127.0.0.1:%d", http_port);
+        snprintf(group, sizeof(group), "it-pl-%s", P);
+        snprintf(schemas, sizeof(schemas), "%s/schemas", root);
+        builder = fork();
+        assert_true(builder >= 0);
+        if (builder == 0) {
+                int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0644);
+                dup2(fd, 1);
+                dup2(fd, 2);
+                setenv("QOQNUZ_HTTP_ADDR", addr, 1);
+                setenv("QOQNUZ_PG_DSN", dsn, 1);
+                setenv("QOQNUZ_KAFKA_BROKERS", brokers, 1);
+                setenv("QOQNUZ_SCHEMA_DIR", schemas, 1);
+                setenv("QOQNUZ_PLAYLIST_GROUP_ID", group, 1);
+                setenv("QOQNUZ_PLAYLIST_REQUESTS_TOPIC", req_topic, 1);
+                setenv("QOQNUZ_PLAYLIST_GENERATED_TOPIC", gen_topic, 1);
+                char path[512];
+                snprintf(path, sizeof(path), "%s/playlist-builder", bin);
+                execl(path, path, (char *)NULL);
+                _exit(127);
+        }
+        int64_t t0 = mono_ms();
+        while (!http_ready()) {
+                if (mono_ms() - t0 > 45000) {
+                        dump_log();
+                        fail_msg("playlist-builder not ready in 45 s");
+                }
+                usleep(200000);
+        }
+}
+
+static void produce_request(const char *rid, const char *user, const char *type,
+                            json_t *params /* stolen; NULL = {} */, const char *run_id)
+{
+        const struct qz_avro_schema *s = qz_avro_schema_get(avro, "PlaylistRequest");
+        json_t *v =
+            json_pack("{s:s,s:s,s:s,s:o,s:s,s:o}", "request_id", rid, "user_id", user,
+                      "playlist_type", type, "params", params ? params : json_object(), "reason",
+                      "manual", "run_id", run_id ? json_string(run_id) : json_null());
+        unsigned char *buf;
+        size_t len;
+        char err[256];
+        assert_int_equal(qz_avro_encode_json(s, v, &buf, &len, err, sizeof(err)), 0);
+        json_decref(v);
+        struct qz_kafka_record rec = {.topic = req_topic,
+                                      .partition = QZ_KAFKA_PARTITION_ANY,
+                                      .key = user,
+                                      .key_len = strlen(user),
+                                      .value = buf,
+                                      .value_len = len};
+        assert_int_equal(qz_kafka_produce_wait(producer, &rec, 1, 10000, err, sizeof(err)),
+                         QZ_KAFKA_OK);
+        free(buf);
+}
+
+/* Waits for playlist_ready notifications of every id in rids; payloads[i] gets each (owned). */
+static void wait_notifications(const char *const *rids, size_t n, json_t **payloads)
+{
+        char err[256];
+        size_t got = 0;
+        int64_t t0 = mono_ms();
+        memset(payloads, 0, n * sizeof(*payloads));
+        while (got < n) {
+                if (mono_ms() - t0 > 60000) {
+                        dump_log();
+                        fail_msg("only %zu of %zu notifications", got, n);
+                }
+                PGnotify *nt = NULL;
+                int rc = qz_pg_notify_wait(listener, 1000, &nt, err, sizeof(err));
+                assert_true(rc >= 0);
+                if (rc == 0)
+                        continue;
+                json_t *j = json_loads(nt->extra, 0, NULL);
+                PQfreemem(nt);
+                assert_non_null(j);
+                const char *rid = json_string_value(json_object_get(j, "request_id"));
+                bool kept = false;
+                for (size_t i = 0; rid && i < n; i++)
+                        if (!payloads[i] && strcmp(rids[i], rid) == 0) {
+                                payloads[i] = j;
+                                got++;
+                                kept = true;
+                        }
+                if (!kept)
+                        json_decref(j);
+        }
+}
+
+static void seed_data(void)
+{
+        /* 10 artists; H1..H40 history tracks (genres g1/g2, a year old); D1..D60 recent
+         * releases in g1 by artists 7..10 (never played by U1); edge tracks. */
+        exec_sql(
+            "INSERT INTO artists (id, name) SELECT md5('@-ar-' || i)::uuid, 'A' || i "
+            "FROM generate_series(1, 10) i;"
+            "INSERT INTO tracks (id, title, artist_id, genres, popularity, released_at) "
+            "SELECT md5('@-h-' || i)::uuid, 'H' || i, md5('@-ar-' || ((i - 1) % 4 + 1))::uuid, "
+            "ARRAY[CASE WHEN i % 2 = 0 THEN 'g2-@' ELSE 'g1-@' END], i, current_date - 365 "
+            "FROM generate_series(1, 40) i;"
+            "INSERT INTO tracks (id, title, artist_id, genres, popularity, released_at) "
+            "SELECT md5('@-d-' || i)::uuid, 'D' || i, md5('@-ar-' || (i % 4 + 7))::uuid, "
+            "ARRAY['g1-@'], (i * 7) % 100, current_date - 10 FROM generate_series(1, 60) i;"
+            "INSERT INTO tracks (id, title, artist_id, genres, popularity, released_at, "
+            "deleted_at) VALUES "
+            "(md5('@-dp')::uuid, 'DP', md5('@-ar-1')::uuid, '{g1-@}', 99, current_date - 10, NULL),"
+            "(md5('@-do')::uuid, 'DO', md5('@-ar-7')::uuid, '{g1-@}', 99, current_date - 120, "
+            "NULL),"
+            "(md5('@-dd')::uuid, 'DD', md5('@-ar-8')::uuid, '{g1-@}', 100, current_date - 5, "
+            "now()),"
+            "(md5('@-n-1')::uuid, 'N1', md5('@-ar-1')::uuid, '{g1-@}', 5, current_date - 5, NULL),"
+            "(md5('@-n-2')::uuid, 'N2', md5('@-ar-1')::uuid, '{g1-@}', 5, current_date - 3, NULL),"
+            "(md5('@-n-3')::uuid, 'N3', md5('@-ar-2')::uuid, '{g1-@}', 5, current_date - 1, NULL),"
+            "(md5('@-n-old')::uuid, 'NO', md5('@-ar-1')::uuid, '{g9-@}', 0, current_date - 40, "
+            "NULL),"
+            "(md5('@-f61')::uuid, 'F61', md5('@-ar-5')::uuid, '{g2-@}', 0, current_date - 700, "
+            "NULL),"
+            "(md5('@-f59')::uuid, 'F59', md5('@-ar-5')::uuid, '{g2-@}', 0, current_date - 700, "
+            "NULL),"
+            "(md5('@-f2')::uuid, 'F2', md5('@-ar-5')::uuid, '{g2-@}', 0, current_date - 700, NULL),"
+            "(md5('@-fd')::uuid, 'FD', md5('@-ar-5')::uuid, '{g2-@}', 0, current_date - 700, "
+            "now());"
+            "INSERT INTO users (id) VALUES (md5('@-u1')::uuid), (md5('@-u2')::uuid), "
+            "(md5('@-u4')::uuid);");
+        /* U1: H1..H35 in the last 29 days ((i % 3) + 1 plays, H1 ten more), H36..H40 twice
+         * 100 days ago, DP once, F61 3x 61+ days ago, F59 at 61/61/59 days, F2 2x, FD 3x. */
+        exec_sql(
+            "INSERT INTO play_history (event_id, user_id, track_id, played_at, completed) "
+            "SELECT gen_random_uuid(), md5('@-u1')::uuid, md5('@-h-' || i)::uuid, "
+            "now() - make_interval(days => i % 28 + 1, hours => k), true "
+            "FROM generate_series(1, 35) i, generate_series(0, 2) k WHERE k <= i % 3;"
+            "INSERT INTO play_history (event_id, user_id, track_id, played_at, completed) "
+            "SELECT gen_random_uuid(), md5('@-u1')::uuid, md5('@-h-1')::uuid, "
+            "now() - make_interval(hours => k + 1), true FROM generate_series(1, 10) k;"
+            "INSERT INTO play_history (event_id, user_id, track_id, played_at) "
+            "SELECT gen_random_uuid(), md5('@-u1')::uuid, md5('@-h-' || i)::uuid, "
+            "now() - make_interval(days => 100, hours => k) "
+            "FROM generate_series(36, 40) i, generate_series(1, 2) k;"
+            "INSERT INTO play_history (event_id, user_id, track_id, played_at) VALUES "
+            "(gen_random_uuid(), md5('@-u1')::uuid, md5('@-dp')::uuid, now() - interval '5 days'),"
+            "(gen_random_uuid(), md5('@-u1')::uuid, md5('@-f61')::uuid, now() - interval '61 days "
+            "1 hour'),"
+            "(gen_random_uuid(), md5('@-u1')::uuid, md5('@-f61')::uuid, now() - interval '62 "
+            "days'),"
+            "(gen_random_uuid(), md5('@-u1')::uuid, md5('@-f61')::uuid, now() - interval '80 "
+            "days'),"
+            "(gen_random_uuid(), md5('@-u1')::uuid, md5('@-f59')::uuid, now() - interval '61 days "
+            "2 hours'),"
+            "(gen_random_uuid(), md5('@-u1')::uuid, md5('@-f59')::uuid, now() - interval '62 "
+            "days'),"
+            "(gen_random_uuid(), md5('@-u1')::uuid, md5('@-f59')::uuid, now() - interval '59 "
+            "days'),"
+            "(gen_random_uuid(), md5('@-u1')::uuid, md5('@-f2')::uuid, now() - interval '70 days'),"
+            "(gen_random_uuid(), md5('@-u1')::uuid, md5('@-f2')::uuid, now() - interval '71 days'),"
+            "(gen_random_uuid(), md5('@-u1')::uuid, md5('@-fd')::uuid, now() - interval '70 days'),"
+            "(gen_random_uuid(), md5('@-u1')::uuid, md5('@-fd')::uuid, now() - interval '71 days'),"
+            "(gen_random_uuid(), md5('@-u1')::uuid, md5('@-fd')::uuid, now() - interval '72 days');"
+            /* U4 shares H1..H10 with U1 (co-listening for CF). */
+            "INSERT INTO play_history (event_id, user_id, track_id, played_at) "
+            "SELECT gen_random_uuid(), md5('@-u4')::uuid, md5('@-h-' || i)::uuid, "
+            "now() - make_interval(days => i) FROM generate_series(1, 10) i;");
+}
+
+static int setup(void **state)
+{
+        (void)state;
+        char err[512];
+        dsn = env("QZ_TEST_PG_DSN");
+        brokers = env("QZ_TEST_BROKERS");
+        bin = env("QZ_TEST_BIN");
+        root = env("QZ_TEST_ROOT");
+        tmp = env("QZ_TEST_TMP");
+        qz_log_init("it_playlist_builder", QZ_LOG_WARN);
+        srand((unsigned)time(NULL) ^ (unsigned)getpid());
+        snprintf(P, sizeof(P), "%08x", (unsigned)rand());
+        snprintf(req_topic, sizeof(req_topic), "it-pl-%s-requests", P);
+        snprintf(gen_topic, sizeof(gen_topic), "it-pl-%s-generated", P);
+        snprintf(logpath, sizeof(logpath), "%s/playlist-builder-%s.log", tmp, P);
+        char schemas[512];
+        snprintf(schemas, sizeof(schemas), "%s/schemas", root);
+        if (qz_avro_registry_load(schemas, &avro, err, sizeof(err)) != 0)
+                return -1;
+        struct qz_pg_opts o = {.dsn = dsn};
+        if (!(pg = qz_pg_new(&o, err, sizeof(err))) ||
+            !(listener = qz_pg_new(&o, err, sizeof(err))))
+                return -1;
+        if (qz_pg_listen(listener, "playlist_ready", err, sizeof(err)) != 0)
+                return -1;
+        struct qz_kafka_producer_config pc = {.brokers = brokers};
+        if (qz_kafka_producer_new(&pc, &producer, err, sizeof(err)) != 0)
+                return -1;
+        seed_data();
+        start_builder();
+        return 0;
+}
+
+static int teardown(void **state)
+{
+        (void)state;
+        int status = 0;
+        if (builder > 0) {
+                kill(builder, SIGTERM);
+                waitpid(builder, &status, 0);
+        }
+        qz_kafka_producer_close(producer, 2000);
+        qz_pg_free(pg);
+        qz_pg_free(listener);
+        qz_avro_registry_free(avro);
+        char cmd[700];
+        snprintf(cmd, sizeof(cmd), "grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' %s",
+                 logpath);
+        if (system(cmd) == 0) {
+                fprintf(stderr, "playlist-builder: sanitizer report\n");
+                dump_log();
+                return -1;
+        }
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+                fprintf(stderr, "playlist-builder did not exit 0 on SIGTERM (status %d)\n", status);
+                dump_log();
+                return -1;
+        }
+        return 0;
+}
+
+static char rids[8][37];
+
+static void test_guide_types(void **state)
+{
+        (void)state;
+        char *u1 = uuid_of("u1"), *u2 = uuid_of("u2"), *u3 = uuid_of("u3-unknown");
+        for (int i = 0; i < 8; i++)
+                qz_uuid_generate(rids[i]);
+        produce_request(rids[0], u1, "daily_mix", NULL, NULL);
+        produce_request(rids[1], u1, "discovery_weekly", NULL, NULL);
+        produce_request(rids[2], u1, "new_for_you", NULL, NULL);
+        produce_request(rids[3], u1, "forgotten_favorites", NULL, NULL);
+        produce_request(rids[4], u2, "daily_mix", NULL, NULL);
+        produce_request(rids[5], u3, "daily_mix", NULL, NULL);
+        produce_request(rids[6], u1, "weekly_jams", NULL, NULL);
+        produce_request(rids[7], u1, "activity", json_pack("{s:s}", "activity", "knitting"), NULL);
+        const char *ids[8];
+        json_t *pay[8];
+        for (int i = 0; i < 8; i++)
+                ids[i] = rids[i];
+        wait_notifications(ids, 8, pay);
+        for (int i = 0; i < 5; i++) {
+                assert_string_equal(json_string_value(json_object_get(pay[i], "status")), "ok");
+                assert_true(json_is_null(json_object_get(pay[i], "error")));
+        }
+        for (int i = 5; i < 8; i++) {
+                assert_string_equal(json_string_value(json_object_get(pay[i], "status")), "error");
+                assert_non_null(json_string_value(json_object_get(pay[i], "error")));
+        }
+        assert_non_null(
+            strstr(json_string_value(json_object_get(pay[5], "error")), "unknown user"));
+        assert_non_null(
+            strstr(json_string_value(json_object_get(pay[6], "error")), "unknown playlist_type"));
+        assert_non_null(strstr(json_string_value(json_object_get(pay[7], "error")), "activity"));
+        for (int i = 0; i < 8; i++)
+                json_decref(pay[i]);
+
+        /* Every list: 50 tracks, no duplicates, no deleted track. */
+        assert_int_equal(scalar_long("SELECT count(*) FROM smart_playlists WHERE user_id = "
+                                     "md5('@-u1')::uuid AND cardinality(track_ids) = 50 AND "
+                                     "cardinality(track_ids) = (SELECT count(DISTINCT x) FROM "
+                                     "unnest(track_ids) x)"),
+                         4);
+        assert_int_equal(
+            scalar_long("SELECT count(*) FROM smart_playlists s, unnest(s.track_ids) x "
+                        "JOIN tracks t ON t.id = x WHERE s.user_id = "
+                        "md5('@-u1')::uuid AND t.deleted_at IS NOT NULL"),
+            0);
+        /* daily_mix: 30 recent favourites (played in the last 30 days) + 20 similar, spaced. */
+        assert_int_equal(scalar_long("SELECT (metadata->'sources'->>'recent')::int FROM "
+                                     "smart_playlists WHERE user_id = md5('@-u1')::uuid AND "
+                                     "playlist_type = 'daily_mix'"),
+                         30);
+        assert_int_equal(
+            scalar_long("SELECT count(*) FROM smart_playlists s, unnest(s.track_ids) x "
+                        "WHERE s.user_id = md5('@-u1')::uuid AND s.playlist_type = "
+                        "'daily_mix' AND EXISTS (SELECT 1 FROM play_history h WHERE "
+                        "h.user_id = s.user_id AND h.track_id = x AND h.played_at > "
+                        "now() - interval '30 days')"),
+            30);
+        assert_int_equal(scalar_long("SELECT (metadata->>'artist_repeats')::int FROM "
+                                     "smart_playlists WHERE user_id = md5('@-u1')::uuid AND "
+                                     "playlist_type = 'daily_mix'"),
+                         0);
+        /* H1 (the most played, most recent) leads the recent part. */
+        assert_int_equal(scalar_long("SELECT array_position(track_ids, md5('@-h-1')::uuid) FROM "
+                                     "smart_playlists WHERE user_id = md5('@-u1')::uuid AND "
+                                     "playlist_type = 'daily_mix'") <= 2,
+                         1);
+        /* discovery_weekly: never played, in the top genres, released in the last 90 days. */
+        assert_int_equal(
+            scalar_long("SELECT count(*) FROM smart_playlists s, unnest(s.track_ids) x "
+                        "JOIN tracks t ON t.id = x WHERE s.user_id = "
+                        "md5('@-u1')::uuid AND s.playlist_type = 'discovery_weekly' "
+                        "AND t.genres && '{g1-@,g2-@}' AND t.released_at >= "
+                        "current_date - 90 AND NOT EXISTS (SELECT 1 FROM "
+                        "play_history h WHERE h.user_id = s.user_id AND h.track_id = "
+                        "x)"),
+            50);
+        char *seed = scalar("SELECT metadata->>'seed' FROM smart_playlists WHERE user_id = "
+                            "md5('@-u1')::uuid AND playlist_type = 'discovery_weekly'");
+        assert_int_equal(strlen(seed), 16);
+        free(seed);
+        /* new_for_you: the four releases of the last 30 days by top artists, not the 40-day one. */
+        assert_int_equal(scalar_long("SELECT (metadata->'sources'->>'new_releases')::int FROM "
+                                     "smart_playlists WHERE user_id = md5('@-u1')::uuid AND "
+                                     "playlist_type = 'new_for_you'"),
+                         4);
+        assert_int_equal(
+            scalar_long("SELECT count(*) FROM smart_playlists WHERE user_id = "
+                        "md5('@-u1')::uuid AND playlist_type = 'new_for_you' AND "
+                        "(SELECT count(*) FROM unnest(ARRAY[md5('@-n-1'), md5('@-n-2'), "
+                        "md5('@-n-3'), md5('@-dp')]::uuid[]) x WHERE x = "
+                        "ANY(track_ids)) = 4 AND NOT md5('@-n-old')::uuid = "
+                        "ANY(track_ids)"),
+            1);
+        /* forgotten_favorites: F61 (3 plays, last 61 days ago) in; F59, F2, deleted FD out. */
+        assert_int_equal(scalar_long("SELECT count(*) FROM smart_playlists WHERE user_id = "
+                                     "md5('@-u1')::uuid AND playlist_type = "
+                                     "'forgotten_favorites' AND track_ids[1] = md5('@-f61')::uuid "
+                                     "AND NOT track_ids && ARRAY[md5('@-f59'), md5('@-f2'), "
+                                     "md5('@-fd')]::uuid[] AND (metadata->'sources'->>"
+                                     "'forgotten')::int = 1 AND metadata ? 'fallback_reason'"),
+                         1);
+        /* expiry: 24 h daily, 7 d weekly; a generation row per playlist. */
+        assert_int_equal(scalar_long("SELECT count(*) FROM smart_playlists WHERE user_id = "
+                                     "md5('@-u1')::uuid AND expires_at - generated_at = CASE WHEN "
+                                     "playlist_type IN ('discovery_weekly', "
+                                     "'forgotten_favorites') THEN interval '7 days' ELSE interval "
+                                     "'24 hours' END"),
+                         4);
+        assert_int_equal(scalar_long("SELECT count(*) FROM smart_playlists s JOIN "
+                                     "smart_playlist_generations g ON g.id = s.id AND "
+                                     "g.track_ids = s.track_ids AND g.variant = "
+                                     "s.metadata->>'variant' WHERE s.user_id = md5('@-u1')::uuid"),
+                         4);
+        /* A user without history: the documented fallback, with its reason. */
+        assert_int_equal(scalar_long("SELECT count(*) FROM smart_playlists WHERE user_id = "
+                                     "md5('@-u2')::uuid AND cardinality(track_ids) > 0 AND "
+                                     "metadata->>'fallback_reason' LIKE 'no listening history%'"),
+                         1);
+        /* Bad requests stored nothing. */
+        assert_int_equal(scalar_long("SELECT count(*) FROM smart_playlists WHERE user_id = "
+                                     "md5('@-u3-unknown')::uuid"),
+                         0);
+        free(u1);
+        free(u2);
+        free(u3);
+}
+
+static void test_generated_events(void **state)
+{
+        (void)state;
+        char errstr[512], group[64];
+        rd_kafka_conf_t *conf = rd_kafka_conf_new();
+        snprintf(group, sizeof(group), "it-pl-gen-%s", P);
+        rd_kafka_conf_set(conf, "bootstrap.servers", brokers, errstr, sizeof(errstr));
+        rd_kafka_conf_set(conf, "group.id", group, errstr, sizeof(errstr));
+        rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", errstr, sizeof(errstr));
+        rd_kafka_conf_set(conf, "session.timeout.ms", "6000", errstr, sizeof(errstr));
+        rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+        assert_non_null(rk);
+        rd_kafka_poll_set_consumer(rk);
+        rd_kafka_topic_partition_list_t *t = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(t, gen_topic, RD_KAFKA_PARTITION_UA);
+        assert_int_equal(rd_kafka_subscribe(rk, t), 0);
+        rd_kafka_topic_partition_list_destroy(t);
+        int found = 0;
+        int64_t t0 = mono_ms();
+        while (found < 5 && mono_ms() - t0 < 30000) {
+                rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 500);
+                if (!m)
+                        continue;
+                if (!m->err) {
+                        json_t *ev = NULL;
+                        const struct qz_avro_schema *s = NULL;
+                        assert_int_equal(qz_avro_decode_json(avro, m->payload, m->len, &s, &ev,
+                                                             errstr, sizeof(errstr)),
+                                         0);
+                        assert_string_equal(qz_avro_schema_name(s), "qoqnuz.PlaylistGenerated");
+                        const char *rid = json_string_value(json_object_get(ev, "request_id"));
+                        for (int i = 0; i < 5; i++)
+                                if (strcmp(rid, rids[i]) == 0) {
+                                        found++;
+                                        char sql[512];
+                                        snprintf(
+                                            sql, sizeof(sql),
+                                            "SELECT count(*) FROM smart_playlists WHERE id = "
+                                            "'%s' AND playlist_type = '%s' AND "
+                                            "cardinality(track_ids) = %lld",
+                                            json_string_value(json_object_get(ev, "playlist_id")),
+                                            json_string_value(json_object_get(ev, "playlist_type")),
+                                            (long long)json_integer_value(
+                                                json_object_get(ev, "track_count")));
+                                        assert_int_equal(scalar_long(sql), 1);
+                                        assert_true(json_is_null(json_object_get(ev, "run_id")));
+                                }
+                        json_decref(ev);
+                }
+                rd_kafka_message_destroy(m);
+        }
+        rd_kafka_consumer_close(rk);
+        rd_kafka_destroy(rk);
+        assert_int_equal(found, 5);
+}
+
+/* Enqueues a job and waits for its run to finish; returns the status (malloc'd). */
+static char *run_job(const char *job, json_t *params, char run_id[37])
+{
+        char err[512], sql[256];
+        assert_int_equal(qz_jobs_enqueue(pg, producer, avro, job, params, run_id, err, sizeof(err)),
+                         0);
+        json_decref(params);
+        snprintf(sql, sizeof(sql),
+                 "SELECT status FROM automation_job_runs WHERE run_id = '%s' AND status IN "
+                 "('succeeded', 'failed')",
+                 run_id);
+        int64_t t0 = mono_ms();
+        for (;;) {
+                char *st = scalar(sql);
+                if (*st)
+                        return st;
+                free(st);
+                if (mono_ms() - t0 > 60000) {
+                        dump_log();
+                        fail_msg("job %s run %s did not finish", job, run_id);
+                }
+                usleep(200000);
+        }
+}
+
+static void test_jobs(void **state)
+{
+        (void)state;
+        char run[37], sql[512];
+        char *u1 = uuid_of("u1");
+        /* Fan-out narrowed to one user: one request per type of the day, counted once each. */
+        char *st = run_job("generate-smart-playlists", json_pack("{s:s}", "user_id", u1), run);
+        assert_string_equal(st, "succeeded");
+        free(st);
+        snprintf(sql, sizeof(sql),
+                 "SELECT expected * 10 + processed FROM automation_job_runs WHERE run_id = '%s'",
+                 run);
+        long ep = scalar_long(sql);
+        bool monday = scalar_long("SELECT extract(isodow FROM now() AT TIME ZONE 'UTC')") == 1;
+        assert_int_equal(ep, monday ? 44 : 22);
+        snprintf(sql, sizeof(sql),
+                 "SELECT count(*) FROM playlist_requests_done WHERE run_id = '%s' AND status = "
+                 "'ok'",
+                 run);
+        assert_int_equal(scalar_long(sql), monday ? 4 : 2);
+        /* A redelivered request of that run changes nothing: processed stays. */
+        snprintf(sql, sizeof(sql),
+                 "SELECT request_id FROM playlist_requests_done WHERE run_id = '%s' LIMIT 1", run);
+        char *rid = scalar(sql);
+        char *type = NULL;
+        snprintf(sql, sizeof(sql),
+                 "SELECT playlist_type FROM playlist_requests_done WHERE request_id = '%s'", rid);
+        type = scalar(sql);
+        char marker[37];
+        qz_uuid_generate(marker);
+        produce_request(rid, u1, type, NULL, run);
+        produce_request(marker, u1, "daily_mix", NULL, NULL);
+        const char *ids[] = {marker};
+        json_t *pay[1];
+        wait_notifications(ids, 1, pay); /* the same partition: the duplicate came first */
+        json_decref(pay[0]);
+        snprintf(sql, sizeof(sql), "SELECT processed FROM automation_job_runs WHERE run_id = '%s'",
+                 run);
+        assert_int_equal(scalar_long(sql), monday ? 4 : 2);
+        free(rid);
+        free(type);
+
+        /* generate_daily_mix(user) through SQL: the guide's function, narrowed run. */
+        /* Cleanup: an expired playlist goes, the others stay. */
+        exec_sql("UPDATE smart_playlists SET expires_at = now() - interval '1 minute' WHERE "
+                 "user_id = md5('@-u1')::uuid AND playlist_type = 'new_for_you'");
+        st = run_job("cleanup-expired-playlists", NULL, run);
+        assert_string_equal(st, "succeeded");
+        free(st);
+        assert_int_equal(scalar_long("SELECT count(*) FROM smart_playlists WHERE user_id = "
+                                     "md5('@-u1')::uuid AND playlist_type = 'new_for_you'"),
+                         0);
+        assert_int_equal(scalar_long("SELECT count(*) FROM smart_playlists WHERE user_id = "
+                                     "md5('@-u1')::uuid"),
+                         3);
+
+        /* Similarities: CF from co-listening (H1..H10 by U1 and U4), content from features. */
+        exec_sql("INSERT INTO track_features (track_id, tempo, energy, valence, danceability, "
+                 "acousticness, genre) SELECT md5('@-d-' || i)::uuid, 100 + i, 0.5 + i / 100.0, "
+                 "0.5, 0.5, 0.5, 'g1-@' FROM generate_series(1, 5) i");
+        st = run_job("compute-track-similarities", NULL, run);
+        assert_string_equal(st, "succeeded");
+        free(st);
+        assert_int_equal(scalar_long("SELECT count(*) FROM track_similarities WHERE kind = 'cf' "
+                                     "AND track_id = md5('@-h-1')::uuid AND similar_track_id IN "
+                                     "(SELECT md5('@-h-' || i)::uuid FROM generate_series(2, 10) "
+                                     "i) AND score > 0"),
+                         9);
+        /* H11.. were played by U1 alone: no pair reaches two common listeners. */
+        assert_int_equal(scalar_long("SELECT count(*) FROM track_similarities WHERE kind = 'cf' "
+                                     "AND track_id = md5('@-h-11')::uuid"),
+                         0);
+        assert_int_equal(scalar_long("SELECT count(DISTINCT track_id) FROM track_similarities "
+                                     "WHERE kind = 'content' AND track_id IN (SELECT "
+                                     "md5('@-d-' || i)::uuid FROM generate_series(1, 5) i)"),
+                         5);
+        free(u1);
+}
+
+static void test_parameterised(void **state)
+{
+        (void)state;
+        char *u1 = uuid_of("u1"), *h1 = uuid_of("h-1"), *ar1 = uuid_of("ar-1");
+        char r[5][37], gm[64];
+        snprintf(gm, sizeof(gm), "g1-%s,g2-%s", P, P);
+        for (int i = 0; i < 5; i++)
+                qz_uuid_generate(r[i]);
+        produce_request(r[0], u1, "track_radio",
+                        json_pack("{s:s,s:s}", "track_id", h1, "limit", "20"), NULL);
+        produce_request(r[1], u1, "artist_radio", json_pack("{s:s}", "artist_id", ar1), NULL);
+        produce_request(r[2], u1, "genre_mix", json_pack("{s:s}", "genres", gm), NULL);
+        produce_request(r[3], u1, "mood", json_pack("{s:s}", "mood", "melancholic-@"), NULL);
+        produce_request(r[4], u1, "daily_mix", NULL, NULL);
+        const char *ids[] = {r[0], r[1], r[2], r[3], r[4]};
+        json_t *pay[5];
+        wait_notifications(ids, 5, pay);
+        for (int i = 0; i < 5; i++) {
+                assert_string_equal(json_string_value(json_object_get(pay[i], "status")), "ok");
+                json_decref(pay[i]);
+        }
+        /* track_radio: the seed first, its CF neighbours next, 20 tracks, params kept. */
+        assert_int_equal(
+            scalar_long("SELECT count(*) FROM smart_playlists WHERE user_id = "
+                        "md5('@-u1')::uuid AND playlist_type = 'track_radio' AND "
+                        "track_ids[1] = md5('@-h-1')::uuid AND cardinality(track_ids) "
+                        "= 20 AND metadata->'params'->>'track_id' = md5('@-h-1')::uuid::text "
+                        "AND (metadata->'sources'->>'similar')::int >= 9"),
+            1);
+        assert_int_equal(scalar_long("SELECT (metadata->'sources'->>'artist')::int FROM "
+                                     "smart_playlists WHERE user_id = md5('@-u1')::uuid AND "
+                                     "playlist_type = 'artist_radio'") > 0,
+                         1);
+        /* genre_mix: the genre in the param, alternating. */
+        assert_int_equal(scalar_long("SELECT count(*) FROM smart_playlists s, unnest(s.track_ids) "
+                                     "x JOIN tracks t ON t.id = x WHERE s.user_id = "
+                                     "md5('@-u1')::uuid AND s.playlist_type = 'genre_mix' AND "
+                                     "t.genres && '{g1-@,g2-@}'"),
+                         50);
+        /* mood without any analysed track: filled by the fallback, which says why. */
+        assert_int_equal(scalar_long("SELECT count(*) FROM smart_playlists WHERE user_id = "
+                                     "md5('@-u1')::uuid AND playlist_type = 'mood' AND "
+                                     "metadata->>'fallback_reason' LIKE '%analysed%'"),
+                         1);
+        /* daily_mix after the similarity job uses CF neighbours. */
+        assert_true(scalar_long("SELECT (metadata->'similar_candidates'->>'similar_cf')::int FROM "
+                                "smart_playlists WHERE user_id = md5('@-u1')::uuid AND "
+                                "playlist_type = 'daily_mix'") >= 0);
+        free(u1);
+        free(h1);
+        free(ar1);
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+            cmocka_unit_test(test_guide_types),
+            cmocka_unit_test(test_generated_events),
+            cmocka_unit_test(test_jobs),
+            cmocka_unit_test(test_parameterised),
+        };
+        return cmocka_run_group_tests(tests, setup, teardown);
+}
