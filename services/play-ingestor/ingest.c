@@ -6,7 +6,9 @@
 #include "avro.h"
 #include "json.h"
 #include "log.h"
+#include "trackset.h"
 #include "metrics.h"
+#include "playenc.h"
 #include "plays.h"
 
 #include <pthread.h>
@@ -17,16 +19,27 @@
 
 struct ingest {
         struct ingest_config cfg;
-        const struct qz_avro_schema *schema;
-        pthread_rwlock_t lock; /* guards producer against ingest_producer_swap */
+        uint64_t fingerprint; /* of PlayEvent, for playenc */
+        struct qz_metrics *metrics;
+        struct trackset *catalog; /* borrowed; NULL = no unknown-track counting */
+        pthread_rwlock_t lock;    /* guards producer against ingest_producer_swap */
         struct qz_kafka_producer *producer;
-        struct qz_metric *accepted, *rejected_invalid, *rejected_forbidden, *unauthorized,
-            *unavailable, *queue_full, *inflight, *produce_seconds;
+        struct qz_metric *requests, *accepted, *rejected_forbidden, *unauthorized, *unavailable,
+            *queue_full, *inflight, *produce_seconds, *unknown_track, *unchecked_track;
 };
 
+/* qz_ingest_plays_rejected_total{reason}: one series per reason, made on first use. */
+static struct qz_metric *reject_counter(struct ingest *in, const char *reason)
+{
+        char labels[96];
+        snprintf(labels, sizeof(labels), "reason=\"%s\"", reason);
+        return qz_metrics_counter(in->metrics, "qz_ingest_plays_rejected_total", labels,
+                                  "Plays rejected, by reason (a field name or a rule)");
+}
+
 struct ingest *ingest_new(const struct ingest_config *cfg, const struct qz_avro_registry *avro,
-                          struct qz_metrics *m, struct qz_kafka_producer *producer, char *errstr,
-                          size_t errstr_size)
+                          struct qz_metrics *m, struct trackset *catalog,
+                          struct qz_kafka_producer *producer, char *errstr, size_t errstr_size)
 {
         const struct qz_avro_schema *schema = qz_avro_schema_get(avro, "PlayEvent");
         if (!schema) {
@@ -39,22 +52,32 @@ struct ingest *ingest_new(const struct ingest_config *cfg, const struct qz_avro_
                 return NULL;
         }
         in->cfg = *cfg;
-        in->schema = schema;
+        in->fingerprint = qz_avro_schema_fingerprint(schema);
+        in->metrics = m;
+        in->catalog = catalog;
         pthread_rwlock_init(&in->lock, NULL);
         in->producer = producer;
         const char *n = "qz_ingest_plays_total";
         const char *h = "Plays by outcome";
+        in->requests = qz_metrics_counter(m, "qz_ingest_requests_total", NULL,
+                                          "POST /v1/plays requests received");
         in->accepted = qz_metrics_counter(m, n, "result=\"accepted\"", h);
-        in->rejected_invalid = qz_metrics_counter(m, n, "result=\"invalid\"", h);
-        in->rejected_forbidden = qz_metrics_counter(m, n, "result=\"forbidden\"", h);
         in->unavailable = qz_metrics_counter(m, n, "result=\"broker_unavailable\"", h);
         in->queue_full = qz_metrics_counter(m, n, "result=\"queue_full\"", h);
+        in->rejected_forbidden = reject_counter(in, "forbidden");
         in->unauthorized = qz_metrics_counter(m, "qz_ingest_unauthorized_total", NULL,
                                               "Requests refused for a missing or bad token");
         in->inflight = qz_metrics_gauge(m, "qz_ingest_inflight_requests", NULL,
-                                        "Requests waiting for broker acknowledgement");
-        in->produce_seconds = qz_metrics_histogram(m, "qz_ingest_produce_seconds", NULL,
-                                                   "Produce-to-acknowledgement latency", NULL, 0);
+                                        "Requests being handled (parsing, producing, waiting)");
+        in->produce_seconds =
+            qz_metrics_histogram(m, "qz_ingest_produce_seconds", NULL,
+                                 "Produce-to-acknowledgement (or enqueue) latency", NULL, 0);
+        in->unknown_track =
+            qz_metrics_counter(m, "qz_ingest_unknown_track_plays_total", NULL,
+                               "Accepted plays whose track_id is not in the catalog (yet)");
+        in->unchecked_track = qz_metrics_counter(
+            m, "qz_ingest_unchecked_track_plays_total", NULL,
+            "Accepted plays not checked against the catalog (not loaded yet, or disabled)");
         return in;
 }
 
@@ -126,47 +149,83 @@ static void reply_unavailable(struct qz_http_response *resp, int status, const c
         qz_http_add_header(resp, "Retry-After", retry);
 }
 
-/* Produces the accepted events; returns the HTTP status to answer with. */
+/* Enqueues recs without waiting for acknowledgements (ack_on_enqueue). The
+ * delivery reports still arrive (opaque NULL) and feed the producer's metrics. */
+static enum qz_kafka_status enqueue(struct qz_kafka_producer *p, const struct qz_kafka_record *recs,
+                                    size_t n, char *errstr, size_t errstr_size)
+{
+        rd_kafka_t *rk = qz_kafka_producer_handle(p);
+        for (size_t i = 0; i < n; i++) {
+                rd_kafka_resp_err_t err = rd_kafka_producev(
+                    rk, RD_KAFKA_V_TOPIC(recs[i].topic), RD_KAFKA_V_PARTITION(recs[i].partition),
+                    RD_KAFKA_V_KEY(recs[i].key, recs[i].key_len),
+                    RD_KAFKA_V_VALUE((void *)recs[i].value, recs[i].value_len),
+                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+                if (err) {
+                        snprintf(errstr, errstr_size, "record %zu of %zu: %s", i, n,
+                                 rd_kafka_err2str(err));
+                        /* the ones before are queued: the retry duplicates them, harmlessly */
+                        return err == RD_KAFKA_RESP_ERR__QUEUE_FULL ? QZ_KAFKA_QUEUE_FULL
+                                                                    : QZ_KAFKA_UNAVAILABLE;
+                }
+        }
+        return QZ_KAFKA_OK;
+}
+
+/* Produces the accepted events; returns the HTTP status to answer with (202,
+ * or the error already written into resp). */
 static int produce(struct ingest *in, struct plays_batch *b, size_t naccepted,
                    struct qz_http_response *resp)
 {
         struct qz_kafka_record *recs = calloc(naccepted, sizeof(*recs));
-        unsigned char **bufs = calloc(naccepted, sizeof(*bufs));
+        /* One buffer for every value: strings of a validated play are short
+         * (UUIDs, 32-char tokens), so the bound per play is small and fixed. */
+        size_t per = PLAYENC_MAX(4 * 36 + 2 * 32), cap = naccepted * per, used = 0;
+        unsigned char *buf = malloc(cap);
         size_t n = 0;
         int status = 500;
         char err[256];
-        if (!recs || !bufs) {
+        if (!recs || !buf) {
                 qz_http_reply_error(resp, 500, "internal", "out of memory");
                 goto done;
         }
         for (size_t i = 0; i < b->n; i++) {
-                if (!b->items[i].event)
+                const json_t *ev = b->items[i].event;
+                if (!ev)
                         continue;
-                size_t len;
-                if (qz_avro_encode_json(in->schema, b->items[i].event, &bufs[n], &len, err,
-                                        sizeof(err)) != 0) {
-                        qz_error("encoding a validated play failed: %s", err);
+                size_t len = playenc_encode(in->fingerprint, ev, buf + used, cap - used);
+                if (len == 0) {
+                        qz_error("encoding validated play %zu failed", i);
                         qz_http_reply_error(resp, 500, "internal", "encoding failed");
                         goto done;
                 }
-                const char *user = json_string_value(json_object_get(b->items[i].event, "user_id"));
+                const json_t *user = json_object_get(ev, "user_id");
                 recs[n] = (struct qz_kafka_record){.topic = in->cfg.topic,
                                                    .partition = QZ_KAFKA_PARTITION_ANY,
-                                                   .key = user,
-                                                   .key_len = strlen(user),
-                                                   .value = bufs[n],
+                                                   .key = json_string_value(user),
+                                                   .key_len = json_string_length(user),
+                                                   .value = buf + used,
                                                    .value_len = len};
+                used += len;
                 n++;
         }
 
-        qz_metric_add(in->inflight, 1);
         int64_t t0 = qz_clock_mono_ns();
+        enum qz_kafka_status st;
         pthread_rwlock_rdlock(&in->lock);
-        enum qz_kafka_status st = qz_kafka_produce_wait(
-            in->producer, recs, n, (int)in->cfg.ack_timeout_ms, err, sizeof(err));
+        if (!qz_kafka_producer_ready(in->producer)) {
+                /* No broker up (or a fatal error): do not queue what we cannot
+                 * promise; the player retries. */
+                snprintf(err, sizeof(err), "no Kafka broker reachable");
+                st = QZ_KAFKA_UNAVAILABLE;
+        } else if (in->cfg.ack_on_enqueue) {
+                st = enqueue(in->producer, recs, n, err, sizeof(err));
+        } else {
+                st = qz_kafka_produce_wait(in->producer, recs, n, (int)in->cfg.ack_timeout_ms, err,
+                                           sizeof(err));
+        }
         pthread_rwlock_unlock(&in->lock);
         qz_metric_observe(in->produce_seconds, (double)(qz_clock_mono_ns() - t0) / 1e9);
-        qz_metric_add(in->inflight, -1);
 
         switch (st) {
         case QZ_KAFKA_OK:
@@ -191,11 +250,28 @@ static int produce(struct ingest *in, struct plays_batch *b, size_t naccepted,
                 break;
         }
 done:
-        for (size_t i = 0; bufs && i < naccepted; i++)
-                free(bufs[i]);
-        free(bufs);
+        free(buf);
         free(recs);
         return status;
+}
+
+/* Counts accepted plays whose track the catalog does not know (yet). */
+static void count_unknown_tracks(struct ingest *in, const struct plays_batch *b)
+{
+        size_t unknown = 0, unchecked = 0;
+        for (size_t i = 0; i < b->n; i++) {
+                if (!b->items[i].event)
+                        continue;
+                const char *t = json_string_value(json_object_get(b->items[i].event, "track_id"));
+                enum trackset_answer a =
+                    in->catalog ? trackset_lookup(in->catalog, t) : TRACKSET_UNCHECKED;
+                unknown += a == TRACKSET_UNKNOWN;
+                unchecked += a == TRACKSET_UNCHECKED;
+        }
+        if (unknown)
+                qz_metric_add(in->unknown_track, (double)unknown);
+        if (unchecked)
+                qz_metric_add(in->unchecked_track, (double)unchecked);
 }
 
 void ingest_plays_cb(const struct qz_http_request *req, struct qz_http_response *resp, void *opaque)
@@ -206,18 +282,20 @@ void ingest_plays_cb(const struct qz_http_request *req, struct qz_http_response 
         char err[256];
         bool ndjson;
 
+        qz_metric_inc(in->requests);
+        qz_metric_add(in->inflight, 1);
         const char *token = qz_auth_bearer(qz_http_header(req, "Authorization"));
         if (qz_auth_verify(token, in->cfg.jwt_secret, time(NULL), &who, err, sizeof(err)) !=
             QZ_AUTH_OK) {
                 qz_metric_inc(in->unauthorized);
                 qz_http_reply_error(resp, 401, "unauthorized", "%s", err);
                 qz_http_add_header(resp, "WWW-Authenticate", "Bearer");
-                return;
+                goto done;
         }
         if (!content_type_ok(qz_http_header(req, "Content-Type"), &ndjson)) {
                 qz_http_reply_error(resp, 415, "unsupported_media_type",
                                     "use application/json or application/x-ndjson");
-                return;
+                goto done;
         }
         struct plays_rules rules = {.now_ms = qz_time_now_ms(),
                                     .max_future_ms = in->cfg.max_future_s * 1000,
@@ -227,7 +305,7 @@ void ingest_plays_cb(const struct qz_http_request *req, struct qz_http_response 
         if (rc != 0) {
                 qz_http_reply_error(resp, rc == -2 ? 413 : 400,
                                     rc == -2 ? "too_many_plays" : "bad_request", "%s", err);
-                return;
+                goto done;
         }
 
         size_t naccepted = 0;
@@ -247,14 +325,14 @@ void ingest_plays_cb(const struct qz_http_request *req, struct qz_http_response 
         json_t *rejected = json_array();
         json_t *ids = json_array();
         for (size_t i = 0; i < b.n; i++) {
-                if (b.items[i].event)
+                if (b.items[i].event) {
                         json_array_append(ids, json_object_get(b.items[i].event, "event_id"));
-                else
-                        json_array_append_new(rejected,
-                                              json_pack("{s:I, s:s}", "index", (json_int_t)i,
-                                                        "error", b.items[i].error));
+                        continue;
+                }
+                json_array_append_new(rejected, json_pack("{s:I, s:s}", "index", (json_int_t)i,
+                                                          "error", b.items[i].error));
+                qz_metric_inc(reject_counter(in, b.items[i].reason ? b.items[i].reason : "other"));
         }
-        qz_metric_add(in->rejected_invalid, (double)(b.n - naccepted));
         if (naccepted == 0) {
                 json_t *body = json_pack("{s:{s:s, s:s}, s:i, s:o, s:o}", "error", "code",
                                          "bad_request", "message", "no valid plays", "accepted", 0,
@@ -268,9 +346,11 @@ void ingest_plays_cb(const struct qz_http_request *req, struct qz_http_response 
                 goto done;
         }
         qz_metric_add(in->accepted, (double)naccepted);
+        count_unknown_tracks(in, &b);
         qz_http_reply_json_new(resp, 202,
                                json_pack("{s:I, s:o, s:o}", "accepted", (json_int_t)naccepted,
                                          "event_ids", ids, "rejected", rejected));
 done:
         plays_batch_free(&b);
+        qz_metric_add(in->inflight, -1);
 }

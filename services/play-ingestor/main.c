@@ -1,9 +1,12 @@
 /* main.c - play-ingestor: players' play events over HTTP into plays.v1.
  *
  * Start-up order: config (exit 2 on a bad value), logging, signals, Avro
- * schemas, metrics, Kafka producer, HTTP server. Shutdown: stop HTTP intake
- * (running requests finish), flush and close the producer. */
+ * schemas, metrics, track catalog (loads from Postgres in the background;
+ * Postgres down does not stop plays), Kafka producer, HTTP server. Shutdown:
+ * stop HTTP intake (running requests finish), flush and close the producer,
+ * stop the catalog loader. */
 #include "avro.h"
+#include "trackset.h"
 #include "cfg.h"
 #include "http.h"
 #include "ingest.h"
@@ -19,10 +22,10 @@
 
 static struct {
         struct qz_addr http_addr;
-        const char *brokers, *schema_dir;
+        const char *brokers, *schema_dir, *pg_dsn;
         enum qz_log_level log_level;
         struct ingest_config ingest;
-        long max_body, threads;
+        long max_body, threads, conn_timeout_s, catalog_refresh_s, linger_ms, queue_max;
 } cfg;
 
 static const struct qz_cfg_entry cfg_table[] = {
@@ -45,14 +48,31 @@ static const struct qz_cfg_entry cfg_table[] = {
      "oldest played_at accepted (offline plays, imports)"},
     {"QOQNUZ_INGEST_MAX_FUTURE_S", QZ_CFG_INT, "300", 0, 86400, &cfg.ingest.max_future_s,
      "how far played_at may be ahead of our clock"},
-    {"QOQNUZ_HTTP_THREADS", QZ_CFG_INT, "4", 1, 64, &cfg.threads, "HTTP worker threads"},
+    {"QOQNUZ_INGEST_ACK_ON_ENQUEUE", QZ_CFG_BOOL, "false", 0, 0, &cfg.ingest.ack_on_enqueue,
+     "answer 202 once plays are queued in the producer, not after the broker's ack "
+     "(lower latency; plays can be lost)"},
+    {"QOQNUZ_INGEST_LINGER_MS", QZ_CFG_INT, "1", 1, 1000, &cfg.linger_ms,
+     "producer linger.ms: how long records wait to fill a batch (1: lowest ack latency)"},
+    {"QOQNUZ_INGEST_QUEUE_MAX", QZ_CFG_INT, "100000", 1000, 10000000, &cfg.queue_max,
+     "producer queue bound in records (429 beyond)"},
+    {"QOQNUZ_PG_DSN", QZ_CFG_PG_DSN, "postgresql://qoqnuz:qoqnuz@127.0.0.1:55432/qoqnuz", 0, 0,
+     &cfg.pg_dsn, "Postgres, for the known-track set only"},
+    {"QOQNUZ_INGEST_CATALOG_REFRESH_S", QZ_CFG_INT, "30", 0, 86400, &cfg.catalog_refresh_s,
+     "reload the known-track set this often (0 = no unknown-track counting)"},
+    {"QOQNUZ_HTTP_THREADS", QZ_CFG_INT, "16", 1, 256, &cfg.threads,
+     "HTTP worker threads (each waits for its request's broker ack)"},
+    {"QOQNUZ_HTTP_CONN_TIMEOUT_S", QZ_CFG_INT, "30", 1, 3600, &cfg.conn_timeout_s,
+     "close idle or slow client connections after this many seconds"},
     {NULL, 0, NULL, 0, 0, NULL, NULL},
 };
 
 static struct qz_kafka_producer *producer_new(struct qz_metrics *metrics)
 {
-        struct qz_kafka_producer_config pc = {
-            .brokers = cfg.brokers, .client_id = "play-ingestor", .metrics = metrics};
+        struct qz_kafka_producer_config pc = {.brokers = cfg.brokers,
+                                              .client_id = "play-ingestor",
+                                              .linger_ms = (int)cfg.linger_ms,
+                                              .queue_max_messages = (int)cfg.queue_max,
+                                              .metrics = metrics};
         struct qz_kafka_producer *p = NULL;
         char err[512];
         if (qz_kafka_producer_new(&pc, &p, err, sizeof(err)) != 0)
@@ -65,6 +85,7 @@ int main(int argc, char **argv)
         struct qz_avro_registry *avro = NULL;
         struct qz_metrics *metrics = NULL;
         struct qz_kafka_producer *producer = NULL;
+        struct trackset *catalog = NULL;
         struct ingest *in = NULL;
         struct qz_http_server *http = NULL;
         char err[512];
@@ -84,9 +105,20 @@ int main(int argc, char **argv)
                 goto fail;
         }
         metrics = qz_metrics_new();
-        if (!metrics || !(producer = producer_new(metrics)))
+        if (!metrics)
                 goto fail;
-        in = ingest_new(&cfg.ingest, avro, metrics, producer, err, sizeof(err));
+        if (cfg.catalog_refresh_s > 0) {
+                struct trackset_config cc = {.pg_dsn = cfg.pg_dsn,
+                                             .refresh_s = cfg.catalog_refresh_s};
+                catalog = trackset_new(&cc, metrics, err, sizeof(err));
+                if (!catalog) {
+                        qz_error("catalog: %s", err);
+                        goto fail;
+                }
+        }
+        if (!(producer = producer_new(metrics)))
+                goto fail;
+        in = ingest_new(&cfg.ingest, avro, metrics, catalog, producer, err, sizeof(err));
         if (!in) {
                 qz_error("%s", err);
                 goto fail;
@@ -99,6 +131,7 @@ int main(int argc, char **argv)
                                      .nroutes = 1,
                                      .max_body = (size_t)cfg.max_body,
                                      .threads = (unsigned)cfg.threads,
+                                     .conn_timeout_s = (unsigned)cfg.conn_timeout_s,
                                      .metrics = metrics,
                                      .ready_cb = ingest_ready_cb,
                                      .ready_opaque = in};
@@ -110,7 +143,8 @@ int main(int argc, char **argv)
         char addr[300];
         snprintf(addr, sizeof(addr), "%s:%d", cfg.http_addr.host, qz_http_port(http));
         qz_log_kv(QZ_LOG_INFO, "up", "version", QZ_VERSION, "http", addr, "brokers", cfg.brokers,
-                  "topic", cfg.ingest.topic, NULL);
+                  "topic", cfg.ingest.topic, "ack",
+                  cfg.ingest.ack_on_enqueue ? "enqueue" : "broker", NULL);
 
         while (!qz_sig_stop_requested()) {
                 usleep(200 * 1000);
@@ -129,6 +163,7 @@ fail:
         qz_http_stop(http); /* running requests finish first */
         ingest_free(in);    /* flushes and closes the producer */
         qz_kafka_producer_close(producer, 0);
+        trackset_free(catalog);
         qz_metrics_free(metrics);
         qz_avro_registry_free(avro);
         if (rc == 0)

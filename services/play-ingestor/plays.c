@@ -55,6 +55,13 @@ static json_t *lower_uuid(const char *s)
 json_t *plays_validate(const json_t *item, const struct plays_rules *rules, char *errstr,
                        size_t errstr_size)
 {
+        const char *reason;
+        return plays_validate_reason(item, rules, &reason, errstr, errstr_size);
+}
+
+json_t *plays_validate_reason(const json_t *item, const struct plays_rules *rules,
+                              const char **reason, char *errstr, size_t errstr_size)
+{
         const char *event_id = NULL, *user_id, *track_id, *source, *device, *playlist = NULL;
         int64_t played_at = rules->now_ms, duration;
         bool completed = false;
@@ -63,42 +70,57 @@ json_t *plays_validate(const json_t *item, const struct plays_rules *rules, char
         char generated[QZ_UUID_STR_LEN + 1];
 
         if (!json_is_object(item)) {
+                *reason = "not_object";
                 snprintf(errstr, errstr_size, "a play must be a JSON object");
                 return NULL;
         }
         json_object_foreach((json_t *)item, key, v)
         {
                 if (!known_field(key)) {
+                        *reason = "unknown_field";
                         snprintf(errstr, errstr_size, "unknown field '%.64s'", key);
                         return NULL;
                 }
         }
-        if (qz_json_get_uuid(item, "event_id", false, &event_id, errstr, errstr_size) < 0 ||
-            qz_json_get_uuid(item, "user_id", true, &user_id, errstr, errstr_size) < 0 ||
-            qz_json_get_uuid(item, "track_id", true, &track_id, errstr, errstr_size) < 0 ||
-            qz_json_get_time(item, "played_at", false, &played_at, errstr, errstr_size) < 0 ||
-            qz_json_get_int(item, "duration_played_ms", true, &duration, errstr, errstr_size) < 0 ||
-            qz_json_get_bool(item, "completed", false, &completed, errstr, errstr_size) < 0 ||
-            check_token(item, "source", &source, errstr, errstr_size) < 0 ||
-            check_token(item, "device_type", &device, errstr, errstr_size) < 0 ||
-            qz_json_get_uuid(item, "source_playlist_id", false, &playlist, errstr, errstr_size) < 0)
+        /* Checked in this order; the first failing field names the reason. */
+        if ((*reason = "event_id",
+             qz_json_get_uuid(item, "event_id", false, &event_id, errstr, errstr_size) < 0) ||
+            (*reason = "user_id",
+             qz_json_get_uuid(item, "user_id", true, &user_id, errstr, errstr_size) < 0) ||
+            (*reason = "track_id",
+             qz_json_get_uuid(item, "track_id", true, &track_id, errstr, errstr_size) < 0) ||
+            (*reason = "played_at",
+             qz_json_get_time(item, "played_at", false, &played_at, errstr, errstr_size) < 0) ||
+            (*reason = "duration_played_ms", qz_json_get_int(item, "duration_played_ms", true,
+                                                             &duration, errstr, errstr_size) < 0) ||
+            (*reason = "completed",
+             qz_json_get_bool(item, "completed", false, &completed, errstr, errstr_size) < 0) ||
+            (*reason = "source", check_token(item, "source", &source, errstr, errstr_size) < 0) ||
+            (*reason = "device_type",
+             check_token(item, "device_type", &device, errstr, errstr_size) < 0) ||
+            (*reason = "source_playlist_id", qz_json_get_uuid(item, "source_playlist_id", false,
+                                                              &playlist, errstr, errstr_size) < 0))
                 return NULL;
         if (duration < 0 || duration > MAX_DURATION_MS) {
+                *reason = "duration_played_ms";
                 snprintf(errstr, errstr_size, "field 'duration_played_ms' must be 0-%lld",
                          MAX_DURATION_MS);
                 return NULL;
         }
         if (played_at > rules->now_ms + rules->max_future_ms) {
+                *reason = "played_at_future";
                 snprintf(errstr, errstr_size, "field 'played_at' is more than %lld s in the future",
                          (long long)(rules->max_future_ms / 1000));
                 return NULL;
         }
         if (played_at < rules->now_ms - rules->horizon_ms) {
+                *reason = "played_at_too_old";
                 snprintf(errstr, errstr_size,
                          "field 'played_at' is older than the replay horizon (%lld days)",
                          (long long)(rules->horizon_ms / 86400000));
                 return NULL;
         }
+        *reason = NULL;
         if (!event_id) {
                 qz_uuid_generate(generated);
                 event_id = generated;
@@ -132,10 +154,14 @@ static int push_item(struct plays_batch *b, size_t *cap, const json_t *item, con
         struct plays_item *it = &b->items[b->n++];
         it->error[0] = '\0';
         it->event = NULL;
-        if (parse_err)
+        it->reason = NULL;
+        if (parse_err) {
+                it->reason = "invalid_json";
                 snprintf(it->error, sizeof(it->error), "%s", parse_err);
-        else
-                it->event = plays_validate(item, rules, it->error, sizeof(it->error));
+        } else {
+                it->event =
+                    plays_validate_reason(item, rules, &it->reason, it->error, sizeof(it->error));
+        }
         return 0;
 }
 

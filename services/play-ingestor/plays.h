@@ -23,8 +23,9 @@ struct plays_rules {
 };
 
 struct plays_item {
-        json_t *event;   /* PlayEvent value (Avro JSON mapping), NULL when rejected */
-        char error[256]; /* why it was rejected, when event is NULL */
+        json_t *event;      /* PlayEvent value (Avro JSON mapping), NULL when rejected */
+        const char *reason; /* when rejected: a metric label such as "user_id" (static) */
+        char error[256];    /* why it was rejected, when event is NULL */
 };
 
 struct plays_batch {
@@ -40,5 +41,9 @@ void plays_batch_free(struct plays_batch *b);
 /* Validates one decoded item into a PlayEvent value; NULL + errstr when invalid. */
 json_t *plays_validate(const json_t *item, const struct plays_rules *rules, char *errstr,
                        size_t errstr_size);
+/* The same, also naming the rejection reason (a static metric label: "not_object",
+ * "unknown_field", a field name, "played_at_future", "played_at_too_old"). */
+json_t *plays_validate_reason(const json_t *item, const struct plays_rules *rules,
+                              const char **reason, char *errstr, size_t errstr_size);
 
 #endif

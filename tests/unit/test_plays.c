@@ -4,8 +4,13 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "../../services/play-ingestor/trackset.h"
+#include "../../services/play-ingestor/playenc.h"
 #include "../../services/play-ingestor/plays.h"
+#include "avro.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define NOW 1780000000000LL /* 2026-05-28 */
@@ -129,12 +134,137 @@ static void test_bodies(void **state)
         assert_int_equal(plays_parse("\n\n", 2, true, &rules, &b, err, sizeof(err)), -1);
 }
 
+/* Each rule names its own metric reason. */
+static void test_reasons(void **state)
+{
+        (void)state;
+        static const struct {
+                const char *item, *reason;
+        } rs[] = {
+            {"[]", "not_object"},
+            {"{" BASE ",\"color\":1}", "unknown_field"},
+            {"{" BASE ",\"event_id\":\"x\"}", "event_id"},
+            {"{\"track_id\":\"" T1 "\",\"duration_played_ms\":1,\"source\":\"a\","
+             "\"device_type\":\"b\"}",
+             "user_id"},
+            {"{\"user_id\":\"" U1 "\",\"track_id\":7,\"duration_played_ms\":1,"
+             "\"source\":\"a\",\"device_type\":\"b\"}",
+             "track_id"},
+            {"{" BASE ",\"played_at\":\"2026-13-01T00:00:00Z\"}", "played_at"},
+            {"{" BASE ",\"played_at\":\"2030-01-01T00:00:00Z\"}", "played_at_future"},
+            {"{" BASE ",\"played_at\":\"2000-01-01T00:00:00Z\"}", "played_at_too_old"},
+            {"{\"user_id\":\"" U1 "\",\"track_id\":\"" T1 "\",\"duration_played_ms\":"
+             "86400001,\"source\":\"a\",\"device_type\":\"b\"}",
+             "duration_played_ms"},
+            {"{" BASE ",\"completed\":1}", "completed"},
+            {"{\"user_id\":\"" U1 "\",\"track_id\":\"" T1 "\",\"duration_played_ms\":1,"
+             "\"source\":\"\",\"device_type\":\"b\"}",
+             "source"},
+            {"{\"user_id\":\"" U1 "\",\"track_id\":\"" T1 "\",\"duration_played_ms\":1,"
+             "\"source\":\"a\",\"device_type\":\"TV\"}",
+             "device_type"},
+            {"{" BASE ",\"source_playlist_id\":\"abc\"}", "source_playlist_id"},
+        };
+        for (size_t i = 0; i < sizeof(rs) / sizeof(rs[0]); i++) {
+                char err[256] = "";
+                const char *reason = NULL;
+                json_t *item = json_loads(rs[i].item, JSON_DECODE_ANY, NULL);
+                assert_non_null(item);
+                json_t *ev = plays_validate_reason(item, &rules, &reason, err, sizeof(err));
+                if (ev || !reason || strcmp(reason, rs[i].reason) != 0)
+                        fail_msg("case %zu: reason %s, expected %s (%s)", i,
+                                 reason ? reason : "(none)", rs[i].reason, err);
+                json_decref(item);
+        }
+        /* an unparsable NDJSON line is "invalid_json" */
+        struct plays_batch b;
+        char err[256];
+        assert_int_equal(plays_parse("{oops}", 6, true, &rules, &b, err, sizeof(err)), 0);
+        assert_string_equal(b.items[0].reason, "invalid_json");
+        plays_batch_free(&b);
+}
+
+static struct qz_avro_registry *load_registry(void)
+{
+        char dir[1024], err[256];
+        const char *root = getenv("QZ_TEST_ROOT");
+        snprintf(dir, sizeof(dir), "%s/schemas", root && *root ? root : ".");
+        struct qz_avro_registry *r = NULL;
+        if (qz_avro_registry_load(dir, &r, err, sizeof(err)) != 0)
+                fail_msg("schemas: %s", err);
+        return r;
+}
+
+/* The hot-path encoder writes exactly what the generic codec writes. */
+static void test_playenc_matches_avro(void **state)
+{
+        (void)state;
+        struct qz_avro_registry *r = load_registry();
+        const struct qz_avro_schema *s = qz_avro_schema_get(r, "PlayEvent");
+        assert_non_null(s);
+        static const char *items[] = {
+            "{" BASE "}",
+            "{" BASE ",\"completed\":true,\"played_at\":\"2026-05-28T20:26:00.123Z\","
+            "\"source_playlist_id\":\"" T1 "\"}",
+            "{\"user_id\":\"" U1 "\",\"track_id\":\"" T1 "\",\"duration_played_ms\":0,"
+            "\"source\":\"smart_playlist\",\"device_type\":\"abcdefghijklmnopqrstuvwxyz012345\","
+            "\"played_at\":\"2026-05-20T00:00:00Z\"}",
+            "{\"user_id\":\"" U1 "\",\"track_id\":\"" T1 "\",\"duration_played_ms\":86400000,"
+            "\"source\":\"a\",\"device_type\":\"b\"}",
+        };
+        for (size_t i = 0; i < sizeof(items) / sizeof(items[0]); i++) {
+                char err[256];
+                json_t *item = json_loads(items[i], 0, NULL);
+                json_t *ev = plays_validate(item, &rules, err, sizeof(err));
+                assert_non_null(ev);
+                unsigned char *want = NULL, got[512];
+                size_t want_len = 0;
+                assert_int_equal(qz_avro_encode_json(s, ev, &want, &want_len, err, sizeof(err)), 0);
+                size_t n = playenc_encode(qz_avro_schema_fingerprint(s), ev, got, sizeof(got));
+                assert_int_equal(n, want_len);
+                assert_memory_equal(got, want, n);
+                assert_true(n <= PLAYENC_MAX(4 * 36 + 2 * 32));
+                /* too small a buffer is refused, not overrun */
+                assert_int_equal(playenc_encode(qz_avro_schema_fingerprint(s), ev, got, n - 1), 0);
+                free(want);
+                json_decref(ev);
+                json_decref(item);
+        }
+        qz_avro_registry_free(r);
+}
+
+static void test_trackids(void **state)
+{
+        (void)state;
+        struct trackids *s = trackids_new(2);
+        char id[40];
+        for (int i = 1; i <= 5000; i++) {
+                snprintf(id, sizeof(id), "%08x-0000-4000-8000-%012x", i * 7919, i);
+                assert_int_equal(trackids_add(s, id), 0);
+        }
+        assert_int_equal(trackids_add(s, "00001EEF-0000-4000-8000-000000000001"), 0); /* dup */
+        assert_int_equal(trackids_size(s), 5000);
+        for (int i = 1; i <= 5000; i++) {
+                snprintf(id, sizeof(id), "%08X-0000-4000-8000-%012X", i * 7919, i); /* any case */
+                assert_true(trackids_has(s, id));
+                snprintf(id, sizeof(id), "%08x-0000-4000-8000-%012x", i * 7919, i + 1);
+                assert_false(trackids_has(s, id));
+        }
+        assert_int_equal(trackids_add(s, "not-a-uuid"), -1);
+        assert_false(trackids_has(s, "not-a-uuid"));
+        assert_false(trackids_has(s, "00000000-0000-0000-0000-000000000000"));
+        trackids_free(s);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
             cmocka_unit_test(test_items_table),
             cmocka_unit_test(test_event_fields),
             cmocka_unit_test(test_bodies),
+            cmocka_unit_test(test_reasons),
+            cmocka_unit_test(test_playenc_matches_avro),
+            cmocka_unit_test(test_trackids),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
