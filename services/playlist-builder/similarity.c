@@ -51,21 +51,22 @@ static void free_ids(char **ids, size_t n)
         free(ids);
 }
 
-static int compute_cf(const struct pl_similarity_cfg *cfg, struct qz_pg *pg, size_t *rows,
-                      size_t *ntracks_out, char *errstr, size_t errstr_size)
+static int compute_cf(const struct pl_similarity_cfg *cfg, struct qz_pg *pg, const char *as_of,
+                      size_t *rows, size_t *ntracks_out, char *errstr, size_t errstr_size)
 {
         char days[16];
         snprintf(days, sizeof(days), "%ld", cfg->window_days);
-        const char *v[] = {days};
+        const char *v[] = {days, as_of};
         PGresult *r = qz_pg_query(
             pg,
             "WITH p AS (SELECT h.user_id, h.track_id, count(*) AS c FROM play_history h "
             "JOIN tracks t ON t.id = h.track_id AND t.deleted_at IS NULL "
-            "WHERE h.played_at >= now() - make_interval(days => $1::int) "
-            "AND h.played_at < now() GROUP BY h.user_id, h.track_id) "
+            "WHERE h.played_at >= coalesce($2::timestamptz, now()) - make_interval(days => "
+            "$1::int) "
+            "AND h.played_at < coalesce($2::timestamptz, now()) GROUP BY h.user_id, h.track_id) "
             "SELECT dense_rank() OVER (ORDER BY user_id) - 1, "
             "dense_rank() OVER (ORDER BY track_id) - 1, track_id::text, c FROM p",
-            1, v, errstr, errstr_size);
+            2, v, errstr, errstr_size);
         if (!r)
                 return -1;
         size_t np = (size_t)PQntuples(r);
@@ -177,21 +178,28 @@ done:
         return rc;
 }
 
-int pl_similarity_job(void *opaque, struct qz_pg *pg, const char *run_id, const json_t *params,
-                      struct qz_job_result *res, char *errstr, size_t errstr_size)
+int pl_similarity_compute(const struct pl_similarity_cfg *cfg, struct qz_pg *pg, const char *as_of,
+                          struct qz_job_result *res, char *errstr, size_t errstr_size)
 {
-        const struct pl_similarity_cfg *cfg = opaque;
         size_t cf_rows = 0, cf_tracks = 0, content_rows = 0;
-        (void)run_id;
-        (void)params;
-        if (compute_cf(cfg, pg, &cf_rows, &cf_tracks, errstr, errstr_size) != 0)
+        if (compute_cf(cfg, pg, as_of, &cf_rows, &cf_tracks, errstr, errstr_size) != 0)
                 return -1;
         int crc = compute_content(cfg, pg, &content_rows, errstr, errstr_size);
         if (crc < 0)
                 return -1;
         res->processed = (long)(cf_rows + content_rows);
         snprintf(res->message, sizeof(res->message),
-                 "cf: %zu neighbours over %zu tracks; content: %s%zu neighbours", cf_rows,
-                 cf_tracks, crc == 1 ? "no track_features, skipped, " : "", content_rows);
+                 "cf%s%s: %zu neighbours over %zu tracks; content: %s%zu neighbours",
+                 as_of ? " as of " : "", as_of ? as_of : "", cf_rows, cf_tracks,
+                 crc == 1 ? "no track_features, skipped, " : "", content_rows);
         return 0;
+}
+
+int pl_similarity_job(void *opaque, struct qz_pg *pg, const char *run_id, const json_t *params,
+                      struct qz_job_result *res, char *errstr, size_t errstr_size)
+{
+        (void)run_id;
+        const char *as_of = params ? json_string_value(json_object_get(params, "as_of")) : NULL;
+        return pl_similarity_compute(opaque, pg, as_of && *as_of ? as_of : NULL, res, errstr,
+                                     errstr_size);
 }
