@@ -37,7 +37,7 @@ int qz_log_enabled(enum qz_log_level level)
         return level >= log_state.threshold;
 }
 
-static void emit(enum qz_log_level level, const char *msg, va_list kv)
+static void emit(enum qz_log_level level, const char *msg, const json_t *extra, va_list kv)
 {
         char ts[40];
         struct timespec now;
@@ -54,6 +54,8 @@ static void emit(enum qz_log_level level, const char *msg, va_list kv)
         /* json_stringn_nocheck would keep invalid UTF-8; escape it instead. */
         json_t *m = json_string(msg);
         json_object_set_new(o, "msg", m ? m : json_string("(invalid utf-8 message)"));
+        if (extra)
+                json_object_update(o, (json_t *)extra);
         const char *k;
         while ((k = va_arg(kv, const char *)) != NULL) {
                 const char *v = va_arg(kv, const char *);
@@ -73,11 +75,11 @@ static void emit(enum qz_log_level level, const char *msg, va_list kv)
         json_decref(o);
 }
 
-static void emit_kv(enum qz_log_level level, const char *msg, ...)
+static void emit_kv(enum qz_log_level level, const char *msg, const json_t *extra, ...)
 {
         va_list ap;
-        va_start(ap, msg);
-        emit(level, msg, ap);
+        va_start(ap, extra);
+        emit(level, msg, extra, ap);
         va_end(ap);
 }
 
@@ -90,7 +92,7 @@ void qz_log(enum qz_log_level level, const char *fmt, ...)
         va_start(ap, fmt);
         vsnprintf(msg, sizeof(msg), fmt, ap);
         va_end(ap);
-        emit_kv(level, msg, NULL);
+        emit_kv(level, msg, NULL, NULL);
 }
 
 void qz_log_kv(enum qz_log_level level, const char *msg, ...)
@@ -99,6 +101,12 @@ void qz_log_kv(enum qz_log_level level, const char *msg, ...)
                 return;
         va_list ap;
         va_start(ap, msg);
-        emit(level, msg, ap);
+        emit(level, msg, NULL, ap);
         va_end(ap);
+}
+
+void qz_log_json(enum qz_log_level level, const char *msg, const json_t *fields)
+{
+        if (qz_log_enabled(level))
+                emit_kv(level, msg, fields, NULL);
 }

@@ -8,6 +8,7 @@
 #ifndef QZ_LOG_H
 #define QZ_LOG_H
 
+#include <jansson.h>
 #include <stdarg.h>
 
 enum qz_log_level { QZ_LOG_DEBUG, QZ_LOG_INFO, QZ_LOG_WARN, QZ_LOG_ERROR };
@@ -21,6 +22,8 @@ int qz_log_enabled(enum qz_log_level level);
  * key, value pairs terminated by NULL: qz_log_kv(QZ_LOG_INFO, "up", "addr", a, NULL). */
 void qz_log(enum qz_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void qz_log_kv(enum qz_log_level level, const char *msg, ...) __attribute__((sentinel));
+/* The same with the fields given as the members of a JSON object (borrowed). */
+void qz_log_json(enum qz_log_level level, const char *msg, const json_t *fields);
 
 #define qz_debug(...) qz_log(QZ_LOG_DEBUG, __VA_ARGS__)
 #define qz_info(...)  qz_log(QZ_LOG_INFO, __VA_ARGS__)
