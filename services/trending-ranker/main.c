@@ -3,9 +3,9 @@
  *
  * Start-up order: config (exit 2 on a bad value), logging, signals, Avro schemas, metrics,
  * Postgres and Redis handles (both reconnect by themselves), the ranker, the jobs runner
- * (calculate-trending), the consumer (whose assignment rebuilds the window from
- * play_history), the health server, then the consume loop on this thread.
- * Shutdown: the loop returns, consumer close, jobs runner stop, HTTP stop. */
+ * (calculate-trending), the consumer (whose assignment restores the window from the
+ * checkpoint, else rebuilds it from play_history), the health server, then the consume loop on this
+ * thread. Shutdown: the loop returns, consumer close, jobs runner stop, HTTP stop. */
 #include "avro.h"
 #include "cfg.h"
 #include "http.h"
@@ -28,7 +28,8 @@ static struct {
         const char *brokers, *schema_dir, *pg_dsn, *group_id, *topic, *instance;
         struct qz_redis_url redis;
         enum qz_log_level log_level;
-        long nparts, bucket_s, now_ms, publish_ms, snapshot_ms, max_list, pg_top, batch_size;
+        long nparts, bucket_s, now_ms, publish_ms, snapshot_ms, checkpoint_ms, max_list, pg_top,
+            batch_size;
         bool jobs;
 } cfg;
 
@@ -56,6 +57,8 @@ static const struct qz_cfg_entry cfg_table[] = {
      "Redis publish interval"},
     {"QOQNUZ_TRENDING_SNAPSHOT_MS", QZ_CFG_INT, "60000", 100, 86400000, &cfg.snapshot_ms,
      "trending_tracks snapshot interval"},
+    {"QOQNUZ_TRENDING_CHECKPOINT_MS", QZ_CFG_INT, "5000", 100, 3600000, &cfg.checkpoint_ms,
+     "interval of the window + Kafka offsets checkpoint in Postgres"},
     {"QOQNUZ_TRENDING_MAX_LIST", QZ_CFG_INT, "1000", 1, 100000, &cfg.max_list,
      "length of each Redis list"},
     {"QOQNUZ_TRENDING_PG_TOP", QZ_CFG_INT, "100", 1, 100000, &cfg.pg_top,
@@ -144,6 +147,7 @@ int main(int argc, char **argv)
                                     .fixed_now_ms = cfg.now_ms,
                                     .publish_ms = cfg.publish_ms,
                                     .snapshot_ms = cfg.snapshot_ms,
+                                    .checkpoint_ms = cfg.checkpoint_ms,
                                     .max_list = cfg.max_list,
                                     .pg_top = cfg.pg_top,
                                     .group_id = cfg.group_id,

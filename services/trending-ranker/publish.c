@@ -168,6 +168,14 @@ int publish_redis(struct publish *p, const struct window *w, const struct qz_cat
                 snprintf(f[3], sizeof(f[3]), "%u", items[i].c.listeners_24h);
                 snprintf(f[4], sizeof(f[4]), "%u", items[i].c.listeners_7d);
                 snprintf(dur, sizeof(dur), "%ld", t ? t->duration_ms : 0L);
+                /* a JSON array, not a comma list: a genre may itself contain a comma */
+                json_t *ga = json_array();
+                for (size_t g = 0; ga && t && g < t->ngenres; g++)
+                        json_array_append_new(ga, json_string(t->genres[g]));
+                char *gjson = ga ? json_dumps(ga, JSON_COMPACT) : NULL;
+                json_decref(ga);
+                if (!gjson)
+                        goto oom;
                 const char *argv[] = {"HSET",
                                       tmp,
                                       "trend_score",
@@ -193,8 +201,11 @@ int publish_redis(struct publish *p, const struct window *w, const struct qz_cat
                                       "album_title",
                                       t ? t->album_title : "",
                                       "duration_ms",
-                                      dur};
+                                      dur,
+                                      "genres",
+                                      gjson};
                 qz_redis_append_argv(p->r, (int)(sizeof(argv) / sizeof(argv[0])), argv, NULL);
+                free(gjson);
         }
 
         /* meta */

@@ -1,5 +1,6 @@
 /* ranker.c - plays into the window, the window into Redis and Postgres, rebuilds on assignment. */
 #include "ranker.h"
+#include "checkpoint.h"
 #include "publish.h"
 #include "rank.h"
 #include "window.h"
@@ -20,6 +21,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
 #include <unistd.h>
 #include <uuid/uuid.h>
@@ -27,6 +29,7 @@
 #define CATALOG_REFRESH_MS 5000
 #define PARTIAL_TTL_MS     60000
 #define LOCK_TTL_MS        5000
+#define JOB_WAIT_S         20
 
 struct ranker {
         struct ranker_config cfg;
@@ -39,18 +42,24 @@ struct ranker {
         struct publish *pub;
         struct rank_merge merge;
         bool *owned;
+        struct ckpt *ck;
+        int64_t *next_off; /* per partition: the next offset to consume (what the window holds) */
+        int64_t next_ckpt;
         int64_t newest_ts; /* newest Kafka timestamp applied */
         int64_t next_publish, next_snapshot, next_catalog;
         atomic_bool redis_ok;
         /* the last merged top rows, for the job thread */
         pthread_mutex_t mu;
+        pthread_cond_t cv;
+        long job_req, rows_seq; /* the job asks the loop for a ranking newer than its request */
         struct publish_row *rows;
         size_t nrows;
         int64_t rows_calc_ms;
         bool have_rows;
         struct qz_metric *m_added, *m_dup, *m_old, *m_new, *m_invalid, *m_publish_s,
             *m_publish_fail, *m_fresh, *m_plays7, *m_pairs, *m_events, *m_bytes, *m_tracks,
-            *m_rebuild_s, *m_rebuilt, *m_snap_fail, *m_held;
+            *m_rebuild_s, *m_rebuilt, *m_snap_fail, *m_held, *m_restore_s, *m_restored, *m_ckpt_s,
+            *m_ckpt_fail, *m_ckpt_plays;
 };
 
 static int64_t now_ms(const struct ranker *r)
@@ -71,11 +80,14 @@ struct ranker *ranker_new(const struct ranker_config *cfg, struct qz_pg *pg, str
         r->avro = avro;
         r->schema = qz_avro_schema_get(avro, "PlayEvent");
         pthread_mutex_init(&r->mu, NULL);
+        pthread_cond_init(&r->cv, NULL);
         snprintf(prefix, sizeof(prefix), "qoqnuz:trending:internal:tmp:%s:", cfg->instance_id);
         if (!(r->w = window_new(cfg->bucket_ms, cfg->nparts, now_ms(r))) ||
             !(r->cat = qz_catalog_new()) ||
             !(r->pub = publish_new(redis, prefix, (size_t)cfg->max_list)) ||
-            !(r->owned = calloc((size_t)cfg->nparts, sizeof(bool)))) {
+            !(r->owned = calloc((size_t)cfg->nparts, sizeof(bool))) ||
+            !(r->next_off = calloc((size_t)cfg->nparts, sizeof(int64_t))) ||
+            !(r->ck = ckpt_new(cfg->group_id, cfg->instance_id, cfg->nparts))) {
                 ranker_free(r);
                 return NULL;
         }
@@ -109,6 +121,16 @@ struct ranker *ranker_new(const struct ranker_config *cfg, struct qz_pg *pg, str
                                           "Plays loaded from play_history by rebuilds");
         r->m_snap_fail = qz_metrics_counter(m, "qz_trending_snapshot_failures_total", NULL,
                                             "trending_tracks writes that failed");
+        r->m_restore_s = qz_metrics_gauge(m, "qz_trending_restore_seconds", NULL,
+                                          "Duration of the last restore from the checkpoint");
+        r->m_restored = qz_metrics_counter(m, "qz_trending_restored_plays_total", NULL,
+                                           "Plays loaded from the checkpoint by restores");
+        r->m_ckpt_s = qz_metrics_histogram(m, "qz_trending_checkpoint_seconds", NULL,
+                                           "Time to save the checkpoint", NULL, 0);
+        r->m_ckpt_fail = qz_metrics_counter(m, "qz_trending_checkpoint_failures_total", NULL,
+                                            "Checkpoint saves that failed (retried)");
+        r->m_ckpt_plays = qz_metrics_counter(m, "qz_trending_checkpoint_plays_total", NULL,
+                                             "Plays written to the checkpoint");
         return r;
 }
 
@@ -121,8 +143,11 @@ void ranker_free(struct ranker *r)
         publish_free(r->pub);
         rank_merge_free(&r->merge);
         free(r->owned);
+        free(r->next_off);
+        ckpt_free(r->ck);
         free(r->rows);
         pthread_mutex_destroy(&r->mu);
+        pthread_cond_destroy(&r->cv);
         free(r);
 }
 
@@ -170,6 +195,9 @@ int ranker_batch_cb(void *opaque, const struct qz_kafka_msg *msgs, size_t n,
                         qz_metric_inc(r->m_invalid);
                         continue;
                 }
+                /* the checkpoint's offset: every message up to here is in the window (or was
+                 * invalid, and would be again) */
+                r->next_off[msgs[i].partition] = msgs[i].offset + 1;
                 /* The stats-aggregator sends undecodable plays to the DLQ; here they are
                  * only counted, so one bad message is not queued twice. */
                 if (qz_avro_decode_json(r->avro, msgs[i].value, msgs[i].value_len, &s, &ev, err,
@@ -180,13 +208,14 @@ int ranker_batch_cb(void *opaque, const struct qz_kafka_msg *msgs, size_t n,
                         continue;
                 }
                 json_decref(ev);
-                count(r, window_add(r->w, msgs[i].partition, &p, false));
+                count(r, window_add(r->w, msgs[i].partition, &p, true));
                 if (msgs[i].timestamp_ms > r->newest_ts)
                         r->newest_ts = msgs[i].timestamp_ms;
         }
         (void)batch;
         tick(r);
-        /* The effect lives in memory; durability is play_history (rebuild) plus Kafka. */
+        /* The effect lives in memory; durability is the checkpoint (plays + offsets), else
+         * play_history (rebuild) plus Kafka. */
         return 0;
 }
 
@@ -299,7 +328,8 @@ static int merge_all(struct ranker *r)
 
 /* ---- publish ----------------------------------------------------------- */
 
-static void keep_rows(struct ranker *r, const struct rank_item *items, size_t n, int64_t calc)
+static void keep_rows(struct ranker *r, const struct rank_item *items, size_t n, int64_t calc,
+                      long seq)
 {
         size_t k = n < (size_t)r->cfg.pg_top ? n : (size_t)r->cfg.pg_top;
         struct publish_row *rows = calloc(k ? k : 1, sizeof(*rows));
@@ -316,6 +346,9 @@ static void keep_rows(struct ranker *r, const struct rank_item *items, size_t n,
         r->nrows = k;
         r->rows_calc_ms = calc;
         r->have_rows = true;
+        if (seq > r->rows_seq)
+                r->rows_seq = seq;
+        pthread_cond_broadcast(&r->cv);
         pthread_mutex_unlock(&r->mu);
 }
 
@@ -342,11 +375,38 @@ static int snapshot(struct ranker *r, struct qz_pg *pg, char *errstr, size_t err
         return rc;
 }
 
+/* Saves the journal of the partitions in mask with their offsets. */
+static int checkpoint(struct ranker *r, const bool *mask)
+{
+        char err[512];
+        long n = 0;
+        int fenced = 0;
+        int64_t t0 = qz_clock_mono_ns();
+        if (ckpt_save(r->ck, r->pg, r->w, mask, r->next_off, &n, &fenced, err, sizeof(err)) != 0) {
+                qz_metric_inc(r->m_ckpt_fail);
+                qz_warn("checkpoint: %s", err);
+                return -1;
+        }
+        qz_metric_observe(r->m_ckpt_s, (double)(qz_clock_mono_ns() - t0) / 1e9);
+        qz_metric_add(r->m_ckpt_plays, (double)n);
+        if (fenced)
+                qz_warn("checkpoint: %d partition(s) claimed by another instance", fenced);
+        return 0;
+}
+
 static void tick(struct ranker *r)
 {
         int64_t mono = qz_clock_mono_ms(), now = now_ms(r);
         char err[512];
-        if (mono < r->next_publish)
+        if (mono >= r->next_ckpt) {
+                /* Postgres down: the journal keeps growing and the next try writes it all */
+                r->next_ckpt = mono + (checkpoint(r, r->owned) == 0 ? r->cfg.checkpoint_ms : 1000);
+        }
+        pthread_mutex_lock(&r->mu);
+        long req = r->job_req;
+        bool job = req > r->rows_seq;
+        pthread_mutex_unlock(&r->mu);
+        if (mono < r->next_publish && !job)
                 return;
         r->next_publish = mono + r->cfg.publish_ms;
         window_advance(r->w, now);
@@ -374,7 +434,15 @@ static void tick(struct ranker *r)
                 }
                 if (!take_lock(r)) {
                         atomic_store(&r->redis_ok, qz_redis_ping(r->redis, err, sizeof(err)) == 0);
-                        return; /* another instance merges */
+                        /* another instance merges and publishes; a job that landed here
+                         * needs the merged ranking too */
+                        struct rank_item *items = NULL;
+                        size_t n = 0;
+                        if (job && merge_all(r) == 1 &&
+                            rank_build(&r->merge, r->w, &items, &n) == 0)
+                                keep_rows(r, items, n, now, req);
+                        free(items);
+                        return;
                 }
         }
         int64_t t0 = qz_clock_mono_ns();
@@ -389,7 +457,7 @@ static void tick(struct ranker *r)
         size_t n = 0;
         if (rank_build(&r->merge, r->w, &items, &n) != 0)
                 return;
-        keep_rows(r, items, n, now);
+        keep_rows(r, items, n, now, req);
         if (publish_redis(r->pub, r->w, r->cat, items, n, now, "stream", err, sizeof(err)) != 0) {
                 qz_metric_inc(r->m_publish_fail);
                 qz_warn("redis publish: %s", err);
@@ -418,8 +486,25 @@ int ranker_job_calculate(void *opaque, struct qz_pg *pg, const char *run_id, con
                          struct qz_job_result *res, char *errstr, size_t errstr_size)
 {
         struct ranker *r = opaque;
+        struct timespec until;
+        int waited = 0;
         (void)run_id;
         (void)params;
+        /* a ranking merged after this request: the loop thread owns the window, so ask it */
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += JOB_WAIT_S;
+        pthread_mutex_lock(&r->mu);
+        long req = ++r->job_req;
+        while (r->rows_seq < req && waited == 0)
+                waited = pthread_cond_timedwait(&r->cv, &r->mu, &until);
+        bool fresh = r->rows_seq >= req;
+        pthread_mutex_unlock(&r->mu);
+        if (!fresh) {
+                snprintf(errstr, errstr_size,
+                         "no complete ranking within %d s (partials of other instances missing?)",
+                         JOB_WAIT_S);
+                return -1;
+        }
         if (snapshot(r, pg, errstr, errstr_size) != 0)
                 return -1;
         pthread_mutex_lock(&r->mu);
@@ -471,7 +556,8 @@ static int rebuild(struct ranker *r, const bool *want)
                             uuid_parse(PQgetvalue(res, i, 2), p.track_id) != 0)
                                 continue;
                         p.played_at_ms = strtoll(PQgetvalue(res, i, 3), NULL, 10);
-                        if (window_add(r->w, part, &p, false) == WINDOW_ADDED)
+                        /* journaled: the first checkpoint after a rebuild holds all of it */
+                        if (window_add(r->w, part, &p, true) == WINDOW_ADDED)
                                 loaded++;
                 }
                 PQclear(res);
@@ -496,6 +582,64 @@ fail:
         return -1;
 }
 
+/* Restores want[] from the checkpoint, rebuilds the partitions without one from
+ * play_history, and sets each partition's start offset in parts. */
+static int load(struct ranker *r, const bool *want, rd_kafka_topic_partition_list_t *parts)
+{
+        char err[512], n_s[32], secs[32];
+        int64_t *off = calloc((size_t)r->cfg.nparts, sizeof(int64_t));
+        bool *rebuild_want = calloc((size_t)r->cfg.nparts, sizeof(bool));
+        bool any = false;
+        long restored = 0;
+        int rc = -1, nrestored = 0;
+        int64_t t0 = qz_clock_mono_ms();
+        if (!off || !rebuild_want)
+                goto done;
+        if (ckpt_restore(r->ck, r->pg, r->w, want, off, &restored, err, sizeof(err)) != 0) {
+                qz_log_kv(QZ_LOG_ERROR, "restore from checkpoint failed; retrying", "error", err,
+                          NULL);
+                goto done;
+        }
+        for (int p = 0; p < r->cfg.nparts; p++) {
+                if (!want[p])
+                        continue;
+                if (off[p] == CKPT_NO_OFFSET) {
+                        rebuild_want[p] = any = true;
+                        /* Handover: the rebuild holds what play_history has; replaying the
+                         * topic from its earliest retained offset adds what it lacks, and
+                         * event-id dedup drops the overlap. */
+                        r->next_off[p] = RD_KAFKA_OFFSET_BEGINNING;
+                } else {
+                        r->next_off[p] = off[p];
+                        nrestored++;
+                }
+        }
+        if (nrestored > 0) {
+                double s = (qz_clock_mono_ms() - t0) / 1000.0;
+                char np[16];
+                snprintf(n_s, sizeof(n_s), "%ld", restored);
+                snprintf(secs, sizeof(secs), "%.3f", s);
+                snprintf(np, sizeof(np), "%d", nrestored);
+                qz_metric_add(r->m_restored, (double)restored);
+                qz_metric_set(r->m_restore_s, s);
+                qz_log_kv(QZ_LOG_INFO, "restored window from checkpoint", "partitions", np, "plays",
+                          n_s, "seconds", secs, NULL);
+        }
+        if (any && rebuild(r, rebuild_want) != 0)
+                goto done;
+        for (int i = 0; i < parts->cnt; i++) {
+                rd_kafka_topic_partition_t *tp = &parts->elems[i];
+                if (strcmp(tp->topic, r->cfg.topic) == 0 && tp->partition >= 0 &&
+                    tp->partition < r->cfg.nparts && want[tp->partition])
+                        tp->offset = r->next_off[tp->partition];
+        }
+        rc = 0;
+done:
+        free(off);
+        free(rebuild_want);
+        return rc;
+}
+
 void ranker_assign_cb(void *opaque, rd_kafka_topic_partition_list_t *parts)
 {
         struct ranker *r = opaque;
@@ -514,14 +658,10 @@ void ranker_assign_cb(void *opaque, rd_kafka_topic_partition_list_t *parts)
                 r->owned[tp->partition] = true;
                 want[tp->partition] = true;
                 any = true;
-                /* Handover: the rebuild holds what play_history has; replaying the topic from
-                 * its earliest retained offset adds what it lacks, and event-id dedup drops
-                 * the overlap. */
-                tp->offset = RD_KAFKA_OFFSET_BEGINNING;
         }
         /* Postgres down at assignment: retry until it answers (the partitions must not be
-         * consumed without their history, or the lists would be low until the next restart). */
-        while (any && rebuild(r, want) != 0) {
+         * consumed without their state, or the lists would be low until the next restart). */
+        while (any && load(r, want, parts) != 0) {
                 for (int p = 0; p < r->cfg.nparts; p++)
                         if (want[p]) {
                                 window_drop_part(r->w, p);
@@ -533,11 +673,23 @@ void ranker_assign_cb(void *opaque, rd_kafka_topic_partition_list_t *parts)
         }
         free(want);
         r->next_publish = 0;
+        r->next_ckpt = 0; /* a rebuild's plays reach the checkpoint right away */
 }
 
 void ranker_revoke_cb(void *opaque, const rd_kafka_topic_partition_list_t *parts)
 {
         struct ranker *r = opaque;
+        bool *mask = calloc((size_t)r->cfg.nparts, sizeof(bool));
+        for (int i = 0; mask && i < parts->cnt; i++) {
+                const rd_kafka_topic_partition_t *tp = &parts->elems[i];
+                if (strcmp(tp->topic, r->cfg.topic) == 0 && tp->partition >= 0 &&
+                    tp->partition < r->cfg.nparts && r->owned[tp->partition])
+                        mask[tp->partition] = true;
+        }
+        /* a last save, so the next owner starts from here (a fenced one is skipped) */
+        if (mask)
+                checkpoint(r, mask);
+        free(mask);
         for (int i = 0; i < parts->cnt; i++) {
                 const rd_kafka_topic_partition_t *tp = &parts->elems[i];
                 if (strcmp(tp->topic, r->cfg.topic) != 0 || tp->partition < 0 ||

@@ -34,6 +34,7 @@ struct ranker_config {
         int64_t fixed_now_ms;    /* 0 = the wall clock (tests pin "now") */
         long publish_ms;         /* Redis publish interval */
         long snapshot_ms;        /* trending_tracks interval */
+        long checkpoint_ms;      /* window + offsets checkpoint interval */
         long max_list;           /* ZSET length */
         long pg_top;             /* trending_tracks rows */
         const char *group_id;    /* names the partial and lock keys */
