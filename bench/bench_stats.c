@@ -9,17 +9,23 @@
  *   - bare COPY of the rows, batch by batch, into a table with play_history's columns and
  *     indexes (the machine's limit);
  *   - the system: history_store(), the aggregator's store path, exactly what one consumed
- *     batch does (COPY to staging, insert with dedup, counters and user_listening_stats in
- *     the same transaction), batch by batch; first and last tenth reported separately to
- *     show the per-play cost against the history size;
+ *     batch does (COPY to staging, insert with dedup, counters and dirty marks in the same
+ *     transaction), batch by batch, while the service's renderer (render.h, own thread and
+ *     connection, every QZ_BENCH_RENDER_MS = 1000 ms; 0 = only once at the end) rewrites the
+ *     dirty users' stats; the clock stops when the last play is in user_listening_stats (a
+ *     final render pass);
+ *     first and last tenth of the ingest reported separately to show the per-play cost
+ *     against the history size;
  *   - row-by-row INSERT of plays, one transaction each (the old system's ingest), on the
  *     first QZ_BENCH_ROW_PLAYS (default 20k) rows;
  *   - the old system's nightly approach: a full recompute of every user's stats in SQL
  *     (listening_stats_oracle into a table) after the load, and our reconcile job. */
 #include "clock.h"
 #include "../services/stats-aggregator/history.h"
+#include "../services/stats-aggregator/render.h"
 #include "json.h"
 #include "log.h"
+#include "metrics.h"
 #include "pg.h"
 
 #include <stdint.h>
@@ -127,6 +133,7 @@ int main(void)
         long nusers = env_long("QZ_BENCH_USERS", 100000);
         long batch = env_long("QZ_BENCH_BATCH", 2000);
         long nrow = env_long("QZ_BENCH_ROW_PLAYS", 20000);
+        long render_ms = env_long("QZ_BENCH_RENDER_MS", 1000);
         if (nrow > nplays)
                 nrow = nplays;
         qz_log_init("bench_stats", QZ_LOG_WARN);
@@ -170,7 +177,16 @@ int main(void)
         printf("bare COPY into a table with play_history's indexes: %.0f plays/s (%.1f s)\n",
                copy_rate, copy_s);
 
-        /* 2. the system's store path */
+        /* 2. the system's store path, with the renderer running beside it */
+        struct qz_metrics *metrics = qz_metrics_new();
+        /* QZ_BENCH_RENDER_MS=0: no renderer during the load, one render of everyone at the
+         * end (the least rendering work, the most lag) */
+        struct render *render =
+            render_ms > 0 ? render_start(dsn, render_ms, metrics, err, sizeof(err)) : NULL;
+        if (!metrics || (render_ms > 0 && !render))
+                die("render", err);
+        struct qz_metric *lag = qz_metrics_gauge(metrics, "qz_stats_render_lag_seconds", NULL, "");
+        double max_lag = 0;
         long tenth = nplays / 10 > 0 ? nplays / 10 : nplays, inserted_total = 0;
         double first_s = 0, last_s = 0;
         t0 = now_s();
@@ -189,17 +205,41 @@ int main(void)
                 if (i >= nplays - tenth)
                         last_s += b;
                 inserted_total += ins;
+                if (qz_metric_value(lag) > max_lag)
+                        max_lag = qz_metric_value(lag);
         }
+        double ingest_s = now_s() - t0;
+        render_stop(render);
+        /* the stats are current when no mark is left: drain what the last interval marked */
+        struct render_result rr = {0};
+        long drained = 0;
+        double d0 = now_s();
+        do {
+                if (render_once(pg, &rr, err, sizeof(err)) != 0)
+                        die("render", err);
+                drained += rr.users;
+                if (rr.lag_seconds > max_lag)
+                        max_lag = rr.lag_seconds;
+        } while (rr.users > 0);
+        double drain_s = now_s() - d0;
         double sys_s = now_s() - t0;
+        long rendered = (long)qz_metric_value(qz_metrics_counter(
+                            metrics, "qz_stats_users_rendered_total", NULL, "")) +
+                        drained;
+        qz_metrics_free(metrics);
         double sys_rate = (double)nplays / sys_s;
         if (inserted_total != nplays)
                 die("history_store", "not every play was inserted");
-        printf("system (history + counters + user_listening_stats, one tx per batch): %.0f "
-               "plays/s (%.1f s) = %.2f x bare COPY\n",
-               sys_rate, sys_s, sys_rate / copy_rate);
-        printf("  first tenth %.0f plays/s, last tenth %.0f plays/s (per-play cost vs history "
+        printf("system (history + counters in one tx per batch; stats rendered every %ld ms, "
+               "clock stopped when all are current): %.0f plays/s (%.1f s) = %.2f x bare COPY\n",
+               render_ms, sys_rate, sys_s, sys_rate / copy_rate);
+        printf("  ingest alone %.0f plays/s (%.1f s) = %.2f x bare COPY; final render pass "
+               "%.2f s; %ld user renders in all (%.2f per play); max stats lag seen %.1f s\n",
+               (double)nplays / ingest_s, ingest_s, (double)nplays / ingest_s / copy_rate, drain_s,
+               rendered, (double)rendered / (double)nplays, max_lag);
+        printf("  ingest per play: first tenth %.1f us, last tenth %.1f us (cost vs history "
                "size)\n",
-               (double)tenth / first_s, (double)tenth / last_s);
+               first_s / (double)tenth * 1e6, last_s / (double)tenth * 1e6);
 
         /* 3. row by row, one transaction each */
         if (qz_pg_prepare(pg, "row",

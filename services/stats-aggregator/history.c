@@ -194,9 +194,9 @@ int history_store(struct qz_pg *pg, struct history_row *rows, size_t nrows, cons
         }
         if (qz_pg_copy_end(pg, &copied, err, err_size) != 0)
                 goto fail_tx;
-        /* play_history insert, counters and user_listening_stats for exactly the new plays
-         * (sql/010_listening_stats.sql). Not prepared: it reads play_stage, which exists only
-         * once this session made it. */
+        /* play_history insert, counters and dirty marks for exactly the new plays
+         * (sql/011_listening_stats_render.sql). Not prepared: it reads play_stage, which exists
+         * only once this session made it. */
         const char *params[1] = {partitions};
         res = qz_pg_query(pg,
                           "SELECT new_plays, unknown_tracks FROM listening_stats_ingest($1::int[])",

@@ -4,9 +4,10 @@
  * history_batch_cb is the consume loop's batch callback: it decodes every
  * PlayEvent (undecodable or invalid ones are rejected to the DLQ), COPYs the
  * valid ones into a session-local staging table and calls the SQL function
- * listening_stats_ingest (sql/010_listening_stats.sql), which inserts them with
- * ON CONFLICT (event_id) DO NOTHING and adds exactly the new ones to the
- * per-user counters and user_listening_stats, all in one transaction. It
+ * listening_stats_ingest (sql/011_listening_stats_render.sql), which inserts
+ * them with ON CONFLICT (event_id) DO NOTHING and adds exactly the new ones to
+ * the per-user counters and marks their users dirty, all in one transaction
+ * (render.h then rewrites those users' user_listening_stats rows). It
  * returns 0 only after that transaction committed, so the loop commits offsets
  * only for durable plays; a replayed message is a no-op.
  *
@@ -50,7 +51,7 @@ int history_partitions_literal(const struct qz_kafka_msg *msgs, size_t n, char *
                                size_t out_size);
 
 /* The store path on its own (also for the benchmark): one transaction that COPYs rows
- * into play_stage and applies them (history + counters + stats). *inserted gets the new
+ * into play_stage and applies them (history + counters + dirty marks). *inserted gets the new
  * plays, *unknown those of them whose track is not in the catalog. 0, or -1 with err
  * (nothing applied; safe to repeat). */
 int history_store(struct qz_pg *pg, struct history_row *rows, size_t nrows, const char *partitions,

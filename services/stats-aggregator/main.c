@@ -4,9 +4,11 @@
  * Start-up order: config (exit 2 on a bad value), logging, signals, Avro
  * schemas, metrics, Postgres handle (connects lazily, retries by itself),
  * DLQ producer, consumer, job runner (aggregate-listening-history on its own
- * thread and Postgres handle), health server, then the consume loop on this
- * thread. Shutdown: the loop finishes its batch and commits, job runner stop
- * (a running reconcile finishes first), consumer close, producer flush, HTTP
+ * thread and Postgres handle), renderer (render.h: stats JSON of dirty users,
+ * own thread and handle), health server, then the consume loop on this
+ * thread. Shutdown: the loop finishes its batch and commits, renderer stop (a
+ * running pass finishes first; marks left are durable), job runner stop (a
+ * running reconcile finishes first), consumer close, producer flush, HTTP
  * stop.
  *
  * "stats-aggregator reconcile" runs the reconcile once and prints its result
@@ -21,6 +23,7 @@
 #include "metrics.h"
 #include "pg.h"
 #include "reconcile.h"
+#include "render.h"
 #include "sig.h"
 #include "version.h"
 
@@ -31,7 +34,7 @@ static struct {
         struct qz_addr http_addr;
         const char *brokers, *schema_dir, *pg_dsn, *group_id, *topic, *dlq_topic;
         enum qz_log_level log_level;
-        long batch_size, batch_wait_ms;
+        long batch_size, batch_wait_ms, render_interval_ms;
 } cfg;
 
 static const struct qz_cfg_entry cfg_table[] = {
@@ -52,6 +55,8 @@ static const struct qz_cfg_entry cfg_table[] = {
      "plays per transaction"},
     {"QOQNUZ_STATS_BATCH_WAIT_MS", QZ_CFG_INT, "200", 1, 60000, &cfg.batch_wait_ms,
      "longest wait to fill a batch"},
+    {"QOQNUZ_STATS_RENDER_INTERVAL_MS", QZ_CFG_INT, "1000", 10, 600000, &cfg.render_interval_ms,
+     "how often dirty users' stats JSON is rendered (the stats lag is about this)"},
     {NULL, 0, NULL, 0, 0, NULL, NULL},
 };
 
@@ -110,6 +115,7 @@ int main(int argc, char **argv)
         struct history *history = NULL;
         struct qz_http_server *http = NULL;
         struct qz_jobs *jobs = NULL;
+        struct render *render = NULL;
         char err[512];
         int rc = 1;
 
@@ -179,6 +185,12 @@ int main(int argc, char **argv)
                 goto fail;
         }
 
+        if (!(render =
+                  render_start(cfg.pg_dsn, cfg.render_interval_ms, metrics, err, sizeof(err)))) {
+                qz_error("render: %s", err);
+                goto fail;
+        }
+
         struct readiness readiness = {pg, consumer, jobs};
         struct qz_http_options ho = {.addr = cfg.http_addr,
                                      .threads = 1,
@@ -201,6 +213,7 @@ int main(int argc, char **argv)
         qz_info("stopping: last batch committed");
         rc = 0;
 fail:
+        render_stop(render);
         qz_jobs_stop(jobs);
         qz_kafka_consumer_close(consumer);
         qz_kafka_producer_close(dlq, 5000);

@@ -399,8 +399,31 @@ static long differences(struct qz_pg *pg, struct world *w, bool verbose)
         return n;
 }
 
+/* The render step (sql/011) rewrites stats rows after the ingest commit: wait until none of
+ * w's users is marked dirty (the marks are committed with the plays, so once wait_stored saw
+ * every play, no mark can still appear). */
+static void wait_rendered(struct qz_pg *pg, struct world *w, int seconds)
+{
+        char *users = users_literal(w);
+        const char *v[] = {users};
+        long dirty = -1;
+        for (int i = 0; i < seconds * 10; i++) {
+                dirty = sql_long(
+                    pg,
+                    "SELECT count(*) FROM listening_stats_dirty WHERE user_id = ANY($1::uuid[])", 1,
+                    v);
+                if (dirty == 0)
+                        break;
+                usleep(100000);
+        }
+        free(users);
+        if (dirty != 0)
+                FAIL("%ld dirty marks of our users not rendered after %d s", dirty, seconds);
+}
+
 static void require_equal_to_oracle(struct qz_pg *pg, struct world *w, const char *what)
 {
+        wait_rendered(pg, w, 30);
         long d = differences(pg, w, true);
         if (d != 0)
                 FAIL("%s: %ld users' stats differ from listening_stats_oracle", what, d);
@@ -436,6 +459,10 @@ static void part_exactly_once_and_reconcile(struct qz_pg *pg)
         double dups = agg_metric(&a, "qz_stats_plays_duplicate_total");
         if (dups <= 0)
                 FAIL("no duplicate counted by the restarted instance (%g)", dups);
+        double rendered = agg_metric(&a, "qz_stats_users_rendered_total");
+        double lag = agg_metric(&a, "qz_stats_render_lag_seconds");
+        if (rendered <= 0 || lag < 0 || lag > 30)
+                FAIL("render metrics: %g users rendered, lag %g s", rendered, lag);
         printf("ok: %zu distinct plays (of 3600 sent, retries included) exactly once across a "
                "SIGKILL; stats equal the oracle\n",
                w.nevents);
