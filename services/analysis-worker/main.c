@@ -19,6 +19,7 @@
 #include "metrics.h"
 #include "pg.h"
 #include "relay.h"
+#include "service.h"
 #include "sig.h"
 #include "version.h"
 #include "worker.h"
@@ -27,10 +28,8 @@
 #include <time.h>
 
 static struct {
-        struct qz_addr http_addr;
-        const char *brokers, *schema_dir, *pg_dsn, *group_id, *tasks_topic, *retry_topic,
-            *dlq_topic, *results_topic, *tmp_dir;
-        enum qz_log_level log_level;
+        struct qz_service_cfg svc;
+        const char *group_id, *tasks_topic, *retry_topic, *dlq_topic, *results_topic, *tmp_dir;
         long threads, batch, max_seconds, fetch_timeout_ms, fetch_max_bytes, retry_base_ms,
             retry_max_ms, republish_age_ms, poll_ms, relay_batch, stuck_ms, completed_h, failed_h,
             genre_k;
@@ -38,14 +37,10 @@ static struct {
 } cfg;
 
 static const struct qz_cfg_entry cfg_table[] = {
-    {"QOQNUZ_HTTP_ADDR", QZ_CFG_ADDR, "127.0.0.1:9105", 0, 0, &cfg.http_addr,
-     "listen address for health and metrics"},
-    {"QOQNUZ_KAFKA_BROKERS", QZ_CFG_STR, "127.0.0.1:59092", 0, 0, &cfg.brokers,
-     "Kafka bootstrap servers"},
-    {"QOQNUZ_PG_DSN", QZ_CFG_PG_DSN, "postgresql://qoqnuz:qoqnuz@127.0.0.1:55432/qoqnuz", 0, 0,
-     &cfg.pg_dsn, "Postgres connection string"},
-    {"QOQNUZ_SCHEMA_DIR", QZ_CFG_STR, "schemas", 0, 0, &cfg.schema_dir, "Avro schemas folder"},
-    {"QOQNUZ_LOG_LEVEL", QZ_CFG_LOGLEVEL, "info", 0, 0, &cfg.log_level, "log threshold"},
+    QZ_SERVICE_CFG_HTTP(cfg.svc, "127.0.0.1:9105"),
+    QZ_SERVICE_CFG_KAFKA(cfg.svc),
+    QZ_SERVICE_CFG_PG(cfg.svc),
+    QZ_SERVICE_CFG_BASE(cfg.svc),
     {"QOQNUZ_ANALYSIS_GROUP_ID", QZ_CFG_STR, "analysis-worker", 0, 0, &cfg.group_id,
      "consumer group of the analysis threads"},
     {"QOQNUZ_ANALYSIS_TASKS_TOPIC", QZ_CFG_STR, "analysis.tasks.v1", 0, 0, &cfg.tasks_topic,
@@ -86,7 +81,7 @@ static const struct qz_cfg_entry cfg_table[] = {
     {"QOQNUZ_ANALYSIS_KEEP_FAILED_H", QZ_CFG_INT, "720", 0, 87600, &cfg.failed_h,
      "cleanup-background-tasks: keep failed tasks (hours)"},
     {"QOQNUZ_ANALYSIS_GENRE_K", QZ_CFG_INT, "7", 1, 100, &cfg.genre_k, "genre kNN neighbours"},
-    {NULL, 0, NULL, 0, 0, NULL, NULL},
+    QZ_CFG_END,
 };
 
 struct readiness {
@@ -140,23 +135,15 @@ int main(int argc, char **argv)
         char err[512];
         int rc = 1;
 
-        if (argc > 1) {
-                printf("analysis-worker %s: background_tasks relay and audio analysis. "
-                       "Settings:\n",
-                       QZ_VERSION);
-                qz_cfg_print_help(cfg_table);
-                return argv[1][0] == '-' && argv[1][1] == 'h' ? 0 : 2;
-        }
-        qz_cfg_load_or_exit(cfg_table);
-        qz_log_init("analysis-worker", cfg.log_level);
-        qz_sig_install();
+        qz_service_init("analysis-worker", "background_tasks relay and audio analysis", argc, argv,
+                        cfg_table, &cfg.svc);
 
-        if (qz_avro_registry_load(cfg.schema_dir, &avro, err, sizeof(err)) != 0) {
+        if (qz_avro_registry_load(cfg.svc.schema_dir, &avro, err, sizeof(err)) != 0) {
                 qz_error("schemas: %s", err);
                 goto fail;
         }
         metrics = qz_metrics_new();
-        struct qz_pg_opts po = {.dsn = cfg.pg_dsn, .application_name = "analysis-worker-relay"};
+        struct qz_pg_opts po = {.dsn = cfg.svc.pg_dsn, .application_name = "analysis-worker-relay"};
         if (!metrics || !(pg = qz_pg_new(&po, err, sizeof(err)))) {
                 qz_error("postgres: %s", err);
                 goto fail;
@@ -165,7 +152,7 @@ int main(int argc, char **argv)
         qz_pg_listen(pg, "background_task_queued", err, sizeof(err));
 
         struct qz_kafka_producer_config pc = {
-            .brokers = cfg.brokers, .client_id = "analysis-worker", .metrics = metrics};
+            .brokers = cfg.svc.brokers, .client_id = "analysis-worker", .metrics = metrics};
         if (qz_kafka_producer_new(&pc, &producer, err, sizeof(err)) != 0) {
                 qz_error("kafka producer: %s", err);
                 goto fail;
@@ -182,8 +169,8 @@ int main(int argc, char **argv)
                 qz_error("relay: %s", err);
                 goto fail;
         }
-        struct worker_config wc = {.brokers = cfg.brokers,
-                                   .pg_dsn = cfg.pg_dsn,
+        struct worker_config wc = {.brokers = cfg.svc.brokers,
+                                   .pg_dsn = cfg.svc.pg_dsn,
                                    .group_id = cfg.group_id,
                                    .tasks_topic = cfg.tasks_topic,
                                    .retry_topic = cfg.retry_topic,
@@ -214,8 +201,8 @@ int main(int argc, char **argv)
             {"reset-stuck-tasks", maint_reset_stuck_job, &mc},
             {"cleanup-background-tasks", maint_cleanup_job, &mc},
         };
-        struct qz_jobs_config jc = {.brokers = cfg.brokers,
-                                    .pg_dsn = cfg.pg_dsn,
+        struct qz_jobs_config jc = {.brokers = cfg.svc.brokers,
+                                    .pg_dsn = cfg.svc.pg_dsn,
                                     .service = "analysis-worker",
                                     .avro = avro,
                                     .metrics = metrics,
@@ -226,21 +213,17 @@ int main(int argc, char **argv)
                 goto fail;
         }
         struct readiness readiness = {pg, pool, jobs, producer};
-        struct qz_http_options ho = {.addr = cfg.http_addr,
+        struct qz_http_options ho = {.addr = cfg.svc.http_addr,
                                      .threads = 1,
                                      .metrics = metrics,
                                      .ready_cb = ready_cb,
                                      .ready_opaque = &readiness};
-        if (!(http = qz_http_start(&ho, err, sizeof(err)))) {
-                qz_error("http: %s", err);
-                goto fail;
-        }
-        char addr[300], threads[16];
-        snprintf(addr, sizeof(addr), "%s:%d", cfg.http_addr.host, qz_http_port(http));
+        char threads[16];
         snprintf(threads, sizeof(threads), "%ld", cfg.threads);
-        qz_log_kv(QZ_LOG_INFO, "up", "version", QZ_VERSION, "http", addr, "brokers", cfg.brokers,
-                  "group", cfg.group_id, "threads", threads, "relay", cfg.relay ? "on" : "off",
-                  NULL);
+        if (!(http = qz_service_http_start(&ho, "brokers", cfg.svc.brokers, "group", cfg.group_id,
+                                           "threads", threads, "relay", cfg.relay ? "on" : "off",
+                                           NULL)))
+                goto fail;
 
         while (!qz_sig_stop_requested() && !worker_pool_failed(pool)) {
                 long wait = cfg.poll_ms;

@@ -25,6 +25,7 @@
 #include "redis.h"
 #include "runrelay.h"
 #include "sched.h"
+#include "service.h"
 #include "sig.h"
 #include "version.h"
 #include "waiter.h"
@@ -38,26 +39,19 @@
 #include <unistd.h>
 
 static struct {
-        struct qz_addr http_addr;
-        const char *brokers, *schema_dir, *pg_dsn, *tz, *tracks_topic;
-        struct qz_redis_url redis;
-        enum qz_log_level log_level;
+        struct qz_service_cfg svc;
+        const char *tz, *tracks_topic;
         struct api_config api;
         long max_body, threads, tick_ms, sweep_ms;
         bool scheduler, relays;
 } cfg;
 
 static const struct qz_cfg_entry cfg_table[] = {
-    {"QOQNUZ_HTTP_ADDR", QZ_CFG_ADDR, "127.0.0.1:8080", 0, 0, &cfg.http_addr,
-     "listen address for the API, health and metrics"},
-    {"QOQNUZ_KAFKA_BROKERS", QZ_CFG_STR, "127.0.0.1:59092", 0, 0, &cfg.brokers,
-     "Kafka bootstrap servers"},
-    {"QOQNUZ_PG_DSN", QZ_CFG_PG_DSN, "postgresql://qoqnuz:qoqnuz@127.0.0.1:55432/qoqnuz", 0, 0,
-     &cfg.pg_dsn, "Postgres connection string"},
-    {"QOQNUZ_REDIS_URL", QZ_CFG_REDIS, "redis://127.0.0.1:56379/0", 0, 0, &cfg.redis,
-     "Redis holding the trending charts"},
-    {"QOQNUZ_SCHEMA_DIR", QZ_CFG_STR, "schemas", 0, 0, &cfg.schema_dir, "Avro schemas folder"},
-    {"QOQNUZ_LOG_LEVEL", QZ_CFG_LOGLEVEL, "info", 0, 0, &cfg.log_level, "log threshold"},
+    QZ_SERVICE_CFG_HTTP(cfg.svc, "127.0.0.1:8080"),
+    QZ_SERVICE_CFG_KAFKA(cfg.svc),
+    QZ_SERVICE_CFG_PG(cfg.svc),
+    QZ_SERVICE_CFG_REDIS(cfg.svc),
+    QZ_SERVICE_CFG_BASE(cfg.svc),
     {"JWT_SECRET", QZ_CFG_STR, "dev-jwt-secret", 0, 0, &cfg.api.jwt_secret,
      "HS256 secret of user/admin/service tokens"},
     {"WORKER_SECRET", QZ_CFG_STR, "dev-worker-secret", 0, 0, &cfg.api.worker_secret,
@@ -94,7 +88,7 @@ static const struct qz_cfg_entry cfg_table[] = {
      "run the queued-run and tracks.v1 relays in this replica"},
     {"QOQNUZ_RELAY_SWEEP_MS", QZ_CFG_INT, "500", 50, 60000, &cfg.sweep_ms,
      "relays sweep this often besides waking on NOTIFY"},
-    {NULL, 0, NULL, 0, 0, NULL, NULL},
+    QZ_CFG_END,
 };
 
 /* The zone must exist: a typo would silently run every job in UTC. */
@@ -153,39 +147,34 @@ int main(int argc, char **argv)
         char err[512];
         int rc = 1;
 
-        if (argc > 1) {
-                printf("automation-api %s: the automation HTTP API and job scheduler. Settings:\n",
-                       QZ_VERSION);
-                qz_cfg_print_help(cfg_table);
-                return argv[1][0] == '-' && argv[1][1] == 'h' ? 0 : 2;
-        }
-        qz_cfg_load_or_exit(cfg_table);
+        qz_service_init("automation-api", "the automation HTTP API and job scheduler", argc, argv,
+                        cfg_table, &cfg.svc);
         tz_set_or_exit(cfg.tz);
-        qz_log_init("automation-api", cfg.log_level);
-        qz_sig_install();
 
         /* one level, like mkdir: a missing parent is a configuration mistake to see in the
          * upload's error log, not something to paper over */
         if (mkdir(cfg.api.media_dir, 0755) != 0 && errno != EEXIST)
                 qz_warn("media folder %s: %s (uploads will fail)", cfg.api.media_dir,
                         strerror(errno));
-        if (qz_avro_registry_load(cfg.schema_dir, &avro, err, sizeof(err)) != 0) {
+        if (qz_avro_registry_load(cfg.svc.schema_dir, &avro, err, sizeof(err)) != 0) {
                 qz_error("schemas: %s", err);
                 goto fail;
         }
         if (!(metrics = qz_metrics_new()) || !(tcache = trending_cache_new()))
                 goto fail;
         struct qz_kafka_producer_config pc = {
-            .brokers = cfg.brokers, .client_id = "automation-api", .metrics = metrics};
+            .brokers = cfg.svc.brokers, .client_id = "automation-api", .metrics = metrics};
         if (!(producer = prodref_new(&pc, err, sizeof(err)))) {
                 qz_error("kafka producer: %s", err);
                 goto fail;
         }
-        struct qz_pg_opts po = {
-            .dsn = cfg.pg_dsn, .application_name = "automation-api", .statement_timeout_ms = 30000};
-        if (!(pool = connpool_new((size_t)cfg.threads, &po, &cfg.redis, 500, err, sizeof(err))) ||
+        struct qz_pg_opts po = {.dsn = cfg.svc.pg_dsn,
+                                .application_name = "automation-api",
+                                .statement_timeout_ms = 30000};
+        if (!(pool =
+                  connpool_new((size_t)cfg.threads, &po, &cfg.svc.redis, 500, err, sizeof(err))) ||
             !(health.pg = qz_pg_new(&po, err, sizeof(err))) ||
-            !(health.redis = qz_redis_new(&cfg.redis, 500))) {
+            !(health.redis = qz_redis_new(&cfg.svc.redis, 500))) {
                 qz_error("connections: %s", err);
                 goto fail;
         }
@@ -225,7 +214,7 @@ int main(int argc, char **argv)
             {"GET", "/api/automation/jobs/{name}/runs", api_jobs_runs_cb, &api},
             {"POST", "/api/tracks", api_tracks_post_cb, &api},
         };
-        struct qz_http_options ho = {.addr = cfg.http_addr,
+        struct qz_http_options ho = {.addr = cfg.svc.http_addr,
                                      .routes = routes,
                                      .nroutes = sizeof(routes) / sizeof(routes[0]),
                                      .max_body = (size_t)cfg.max_body,
@@ -233,14 +222,9 @@ int main(int argc, char **argv)
                                      .metrics = metrics,
                                      .ready_cb = ready_cb,
                                      .ready_opaque = &health};
-        if (!(http = qz_http_start(&ho, err, sizeof(err)))) {
-                qz_error("http: %s", err);
+        if (!(http = qz_service_http_start(&ho, "brokers", cfg.svc.brokers, "scheduler",
+                                           cfg.scheduler ? "on" : "off", "tz", cfg.tz, NULL)))
                 goto fail;
-        }
-        char addr[300];
-        snprintf(addr, sizeof(addr), "%s:%d", cfg.http_addr.host, qz_http_port(http));
-        qz_log_kv(QZ_LOG_INFO, "up", "version", QZ_VERSION, "http", addr, "brokers", cfg.brokers,
-                  "scheduler", cfg.scheduler ? "on" : "off", "tz", cfg.tz, NULL);
 
         int tick = 0;
         while (!qz_sig_stop_requested()) {

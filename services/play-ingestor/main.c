@@ -13,6 +13,7 @@
 #include "kafka.h"
 #include "log.h"
 #include "metrics.h"
+#include "service.h"
 #include "sig.h"
 #include "version.h"
 
@@ -21,20 +22,15 @@
 #include <unistd.h>
 
 static struct {
-        struct qz_addr http_addr;
-        const char *brokers, *schema_dir, *pg_dsn;
-        enum qz_log_level log_level;
+        struct qz_service_cfg svc;
         struct ingest_config ingest;
         long max_body, threads, conn_timeout_s, catalog_refresh_s, linger_ms, queue_max;
 } cfg;
 
 static const struct qz_cfg_entry cfg_table[] = {
-    {"QOQNUZ_HTTP_ADDR", QZ_CFG_ADDR, "127.0.0.1:8081", 0, 0, &cfg.http_addr,
-     "listen address for /v1/plays, health and metrics"},
-    {"QOQNUZ_KAFKA_BROKERS", QZ_CFG_STR, "127.0.0.1:59092", 0, 0, &cfg.brokers,
-     "Kafka bootstrap servers"},
-    {"QOQNUZ_SCHEMA_DIR", QZ_CFG_STR, "schemas", 0, 0, &cfg.schema_dir, "Avro schemas folder"},
-    {"QOQNUZ_LOG_LEVEL", QZ_CFG_LOGLEVEL, "info", 0, 0, &cfg.log_level, "log threshold"},
+    QZ_SERVICE_CFG_HTTP(cfg.svc, "127.0.0.1:8081"),
+    QZ_SERVICE_CFG_KAFKA(cfg.svc),
+    QZ_SERVICE_CFG_BASE(cfg.svc),
     {"JWT_SECRET", QZ_CFG_STR, "dev-jwt-secret", 0, 0, &cfg.ingest.jwt_secret,
      "HS256 secret of player tokens"},
     {"QOQNUZ_PLAYS_TOPIC", QZ_CFG_STR, "plays.v1", 0, 0, &cfg.ingest.topic, "output topic"},
@@ -55,20 +51,19 @@ static const struct qz_cfg_entry cfg_table[] = {
      "producer linger.ms: how long records wait to fill a batch (1: lowest ack latency)"},
     {"QOQNUZ_INGEST_QUEUE_MAX", QZ_CFG_INT, "100000", 1000, 10000000, &cfg.queue_max,
      "producer queue bound in records (429 beyond)"},
-    {"QOQNUZ_PG_DSN", QZ_CFG_PG_DSN, "postgresql://qoqnuz:qoqnuz@127.0.0.1:55432/qoqnuz", 0, 0,
-     &cfg.pg_dsn, "Postgres, for the known-track set only"},
+    QZ_SERVICE_CFG_PG(cfg.svc),
     {"QOQNUZ_INGEST_CATALOG_REFRESH_S", QZ_CFG_INT, "30", 0, 86400, &cfg.catalog_refresh_s,
      "reload the known-track set this often (0 = no unknown-track counting)"},
     {"QOQNUZ_HTTP_THREADS", QZ_CFG_INT, "16", 1, 256, &cfg.threads,
      "HTTP worker threads (each waits for its request's broker ack)"},
     {"QOQNUZ_HTTP_CONN_TIMEOUT_S", QZ_CFG_INT, "30", 1, 3600, &cfg.conn_timeout_s,
      "close idle or slow client connections after this many seconds"},
-    {NULL, 0, NULL, 0, 0, NULL, NULL},
+    QZ_CFG_END,
 };
 
 static struct qz_kafka_producer *producer_new(struct qz_metrics *metrics)
 {
-        struct qz_kafka_producer_config pc = {.brokers = cfg.brokers,
+        struct qz_kafka_producer_config pc = {.brokers = cfg.svc.brokers,
                                               .client_id = "play-ingestor",
                                               .linger_ms = (int)cfg.linger_ms,
                                               .queue_max_messages = (int)cfg.queue_max,
@@ -91,16 +86,10 @@ int main(int argc, char **argv)
         char err[512];
         int rc = 1;
 
-        if (argc > 1) {
-                printf("play-ingestor %s: POST /v1/plays into Kafka. Settings:\n", QZ_VERSION);
-                qz_cfg_print_help(cfg_table);
-                return argv[1][0] == '-' && argv[1][1] == 'h' ? 0 : 2;
-        }
-        qz_cfg_load_or_exit(cfg_table);
-        qz_log_init("play-ingestor", cfg.log_level);
-        qz_sig_install();
+        qz_service_init("play-ingestor", "POST /v1/plays into Kafka", argc, argv, cfg_table,
+                        &cfg.svc);
 
-        if (qz_avro_registry_load(cfg.schema_dir, &avro, err, sizeof(err)) != 0) {
+        if (qz_avro_registry_load(cfg.svc.schema_dir, &avro, err, sizeof(err)) != 0) {
                 qz_error("schemas: %s", err);
                 goto fail;
         }
@@ -108,7 +97,7 @@ int main(int argc, char **argv)
         if (!metrics)
                 goto fail;
         if (cfg.catalog_refresh_s > 0) {
-                struct trackset_config cc = {.pg_dsn = cfg.pg_dsn,
+                struct trackset_config cc = {.pg_dsn = cfg.svc.pg_dsn,
                                              .refresh_s = cfg.catalog_refresh_s};
                 catalog = trackset_new(&cc, metrics, err, sizeof(err));
                 if (!catalog) {
@@ -126,7 +115,7 @@ int main(int argc, char **argv)
         producer = NULL; /* now owned by in */
 
         const struct qz_http_route routes[] = {{"POST", "/v1/plays", ingest_plays_cb, in}};
-        struct qz_http_options ho = {.addr = cfg.http_addr,
+        struct qz_http_options ho = {.addr = cfg.svc.http_addr,
                                      .routes = routes,
                                      .nroutes = 1,
                                      .max_body = (size_t)cfg.max_body,
@@ -135,16 +124,10 @@ int main(int argc, char **argv)
                                      .metrics = metrics,
                                      .ready_cb = ingest_ready_cb,
                                      .ready_opaque = in};
-        http = qz_http_start(&ho, err, sizeof(err));
-        if (!http) {
-                qz_error("http: %s", err);
+        if (!(http = qz_service_http_start(&ho, "brokers", cfg.svc.brokers, "topic",
+                                           cfg.ingest.topic, "ack",
+                                           cfg.ingest.ack_on_enqueue ? "enqueue" : "broker", NULL)))
                 goto fail;
-        }
-        char addr[300];
-        snprintf(addr, sizeof(addr), "%s:%d", cfg.http_addr.host, qz_http_port(http));
-        qz_log_kv(QZ_LOG_INFO, "up", "version", QZ_VERSION, "http", addr, "brokers", cfg.brokers,
-                  "topic", cfg.ingest.topic, "ack",
-                  cfg.ingest.ack_on_enqueue ? "enqueue" : "broker", NULL);
 
         while (!qz_sig_stop_requested()) {
                 usleep(200 * 1000);

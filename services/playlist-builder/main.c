@@ -19,6 +19,7 @@
 #include "pg.h"
 #include "requests.h"
 #include "rules.h"
+#include "service.h"
 #include "sig.h"
 #include "similarity.h"
 #include "version.h"
@@ -27,24 +28,18 @@
 #include <stdlib.h>
 
 static struct {
-        struct qz_addr http_addr;
-        const char *brokers, *schema_dir, *pg_dsn, *group_id, *requests_topic, *generated_topic,
-            *dlq_topic, *variants, *ab_salt;
-        enum qz_log_level log_level;
+        struct qz_service_cfg svc;
+        const char *group_id, *requests_topic, *generated_topic, *dlq_topic, *variants, *ab_salt;
         long batch_size, batch_wait_ms, tracks, max_tracks, recency_days, content_weight_pct,
             active_days, sim_k, sim_window_days, sim_min_common, sim_shrink, sim_max_per_user;
         bool jobs;
 } cfg;
 
 static const struct qz_cfg_entry cfg_table[] = {
-    {"QOQNUZ_HTTP_ADDR", QZ_CFG_ADDR, "127.0.0.1:9104", 0, 0, &cfg.http_addr,
-     "listen address for health and metrics"},
-    {"QOQNUZ_KAFKA_BROKERS", QZ_CFG_STR, "127.0.0.1:59092", 0, 0, &cfg.brokers,
-     "Kafka bootstrap servers"},
-    {"QOQNUZ_PG_DSN", QZ_CFG_PG_DSN, "postgresql://qoqnuz:qoqnuz@127.0.0.1:55432/qoqnuz", 0, 0,
-     &cfg.pg_dsn, "Postgres connection string"},
-    {"QOQNUZ_SCHEMA_DIR", QZ_CFG_STR, "schemas", 0, 0, &cfg.schema_dir, "Avro schemas folder"},
-    {"QOQNUZ_LOG_LEVEL", QZ_CFG_LOGLEVEL, "info", 0, 0, &cfg.log_level, "log threshold"},
+    QZ_SERVICE_CFG_HTTP(cfg.svc, "127.0.0.1:9104"),
+    QZ_SERVICE_CFG_KAFKA(cfg.svc),
+    QZ_SERVICE_CFG_PG(cfg.svc),
+    QZ_SERVICE_CFG_BASE(cfg.svc),
     {"QOQNUZ_PLAYLIST_GROUP_ID", QZ_CFG_STR, "playlist-builder", 0, 0, &cfg.group_id,
      "consumer group on the requests topic"},
     {"QOQNUZ_PLAYLIST_REQUESTS_TOPIC", QZ_CFG_STR, "playlists.requests.v1", 0, 0,
@@ -82,15 +77,8 @@ static const struct qz_cfg_entry cfg_table[] = {
      "CF shrinkage: cosine * c / (c + this)"},
     {"QOQNUZ_SIMILARITY_MAX_PER_USER", QZ_CFG_INT, "500", 1, 100000, &cfg.sim_max_per_user,
      "a user's most played tracks used for CF"},
-    {NULL, 0, NULL, 0, 0, NULL, NULL},
+    QZ_CFG_END,
 };
-
-/* Between batches: keep the Postgres connection (and so readiness) current. */
-static void idle_cb(void *opaque)
-{
-        char err[512];
-        qz_pg_ping(opaque, err, sizeof(err));
-}
 
 struct readiness {
         struct qz_pg *pg;
@@ -125,27 +113,19 @@ int main(int argc, char **argv)
         char err[512];
         int rc = 1;
 
-        if (argc > 1) {
-                printf("playlist-builder %s: smart playlists from playlists.requests.v1. "
-                       "Settings:\n",
-                       QZ_VERSION);
-                qz_cfg_print_help(cfg_table);
-                return argv[1][0] == '-' && argv[1][1] == 'h' ? 0 : 2;
-        }
-        qz_cfg_load_or_exit(cfg_table);
+        qz_service_init("playlist-builder", "smart playlists from playlists.requests.v1", argc,
+                        argv, cfg_table, &cfg.svc);
         if (pl_rules_variant(cfg.variants, cfg.ab_salt, "x", NULL, 0, err, sizeof(err)) != 0) {
                 fprintf(stderr, "configuration error: QOQNUZ_PLAYLIST_VARIANTS: %s\n", err);
                 return 2;
         }
-        qz_log_init("playlist-builder", cfg.log_level);
-        qz_sig_install();
 
-        if (qz_avro_registry_load(cfg.schema_dir, &avro, err, sizeof(err)) != 0) {
+        if (qz_avro_registry_load(cfg.svc.schema_dir, &avro, err, sizeof(err)) != 0) {
                 qz_error("schemas: %s", err);
                 goto fail;
         }
         metrics = qz_metrics_new();
-        struct qz_pg_opts po = {.dsn = cfg.pg_dsn, .application_name = "playlist-builder"};
+        struct qz_pg_opts po = {.dsn = cfg.svc.pg_dsn, .application_name = "playlist-builder"};
         if (!metrics || !(pg = qz_pg_new(&po, err, sizeof(err)))) {
                 qz_error("postgres: %s", err);
                 goto fail;
@@ -153,7 +133,7 @@ int main(int argc, char **argv)
         qz_pg_connect(pg, err, sizeof(err)); /* early, for readiness; failures retry later */
 
         struct qz_kafka_producer_config pc = {
-            .brokers = cfg.brokers, .client_id = "playlist-builder", .metrics = metrics};
+            .brokers = cfg.svc.brokers, .client_id = "playlist-builder", .metrics = metrics};
         if (qz_kafka_producer_new(&pc, &producer, err, sizeof(err)) != 0) {
                 qz_error("kafka producer: %s", err);
                 goto fail;
@@ -179,7 +159,7 @@ int main(int argc, char **argv)
                 goto fail;
         }
         const char *topics[] = {cfg.requests_topic};
-        struct qz_kafka_consumer_config cc = {.brokers = cfg.brokers,
+        struct qz_kafka_consumer_config cc = {.brokers = cfg.svc.brokers,
                                               .group_id = cfg.group_id,
                                               .topics = topics,
                                               .ntopics = 1,
@@ -190,7 +170,7 @@ int main(int argc, char **argv)
                                               .avro = avro,
                                               .dlq_topic = cfg.dlq_topic,
                                               .metrics = metrics,
-                                              .idle_cb = idle_cb,
+                                              .idle_cb = qz_service_pg_idle_cb,
                                               .idle_opaque = pg};
         if (qz_kafka_consumer_new(&cc, &consumer, err, sizeof(err)) != 0) {
                 qz_error("kafka consumer: %s", err);
@@ -212,8 +192,8 @@ int main(int argc, char **argv)
             {"compute-track-similarities", pl_similarity_job, &sim},
         };
         if (cfg.jobs) {
-                struct qz_jobs_config jc = {.brokers = cfg.brokers,
-                                            .pg_dsn = cfg.pg_dsn,
+                struct qz_jobs_config jc = {.brokers = cfg.svc.brokers,
+                                            .pg_dsn = cfg.svc.pg_dsn,
                                             .service = "playlist-builder",
                                             .avro = avro,
                                             .metrics = metrics,
@@ -226,20 +206,15 @@ int main(int argc, char **argv)
         }
 
         struct readiness readiness = {pg, consumer, producer, jobs};
-        struct qz_http_options ho = {.addr = cfg.http_addr,
+        struct qz_http_options ho = {.addr = cfg.svc.http_addr,
                                      .threads = 1,
                                      .metrics = metrics,
                                      .ready_cb = ready_cb,
                                      .ready_opaque = &readiness};
-        if (!(http = qz_http_start(&ho, err, sizeof(err)))) {
-                qz_error("http: %s", err);
+        if (!(http = qz_service_http_start(&ho, "brokers", cfg.svc.brokers, "group", cfg.group_id,
+                                           "topic", cfg.requests_topic, "variants", cfg.variants,
+                                           NULL)))
                 goto fail;
-        }
-        char addr[300];
-        snprintf(addr, sizeof(addr), "%s:%d", cfg.http_addr.host, qz_http_port(http));
-        qz_log_kv(QZ_LOG_INFO, "up", "version", QZ_VERSION, "http", addr, "brokers", cfg.brokers,
-                  "group", cfg.group_id, "topic", cfg.requests_topic, "variants", cfg.variants,
-                  NULL);
 
         if (qz_kafka_consumer_run(consumer, pl_requests_batch_cb, requests, err, sizeof(err)) !=
             0) {

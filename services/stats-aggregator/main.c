@@ -24,6 +24,7 @@
 #include "pg.h"
 #include "reconcile.h"
 #include "render.h"
+#include "service.h"
 #include "sig.h"
 #include "version.h"
 
@@ -31,21 +32,16 @@
 #include <string.h>
 
 static struct {
-        struct qz_addr http_addr;
-        const char *brokers, *schema_dir, *pg_dsn, *group_id, *topic, *dlq_topic;
-        enum qz_log_level log_level;
+        struct qz_service_cfg svc;
+        const char *group_id, *topic, *dlq_topic;
         long batch_size, batch_wait_ms, render_interval_ms;
 } cfg;
 
 static const struct qz_cfg_entry cfg_table[] = {
-    {"QOQNUZ_HTTP_ADDR", QZ_CFG_ADDR, "127.0.0.1:9102", 0, 0, &cfg.http_addr,
-     "listen address for health and metrics"},
-    {"QOQNUZ_KAFKA_BROKERS", QZ_CFG_STR, "127.0.0.1:59092", 0, 0, &cfg.brokers,
-     "Kafka bootstrap servers"},
-    {"QOQNUZ_PG_DSN", QZ_CFG_PG_DSN, "postgresql://qoqnuz:qoqnuz@127.0.0.1:55432/qoqnuz", 0, 0,
-     &cfg.pg_dsn, "Postgres connection string"},
-    {"QOQNUZ_SCHEMA_DIR", QZ_CFG_STR, "schemas", 0, 0, &cfg.schema_dir, "Avro schemas folder"},
-    {"QOQNUZ_LOG_LEVEL", QZ_CFG_LOGLEVEL, "info", 0, 0, &cfg.log_level, "log threshold"},
+    QZ_SERVICE_CFG_HTTP(cfg.svc, "127.0.0.1:9102"),
+    QZ_SERVICE_CFG_KAFKA(cfg.svc),
+    QZ_SERVICE_CFG_PG(cfg.svc),
+    QZ_SERVICE_CFG_BASE(cfg.svc),
     {"QOQNUZ_STATS_GROUP_ID", QZ_CFG_STR, "stats-aggregator", 0, 0, &cfg.group_id,
      "consumer group"},
     {"QOQNUZ_PLAYS_TOPIC", QZ_CFG_STR, "plays.v1", 0, 0, &cfg.topic, "input topic"},
@@ -57,15 +53,8 @@ static const struct qz_cfg_entry cfg_table[] = {
      "longest wait to fill a batch"},
     {"QOQNUZ_STATS_RENDER_INTERVAL_MS", QZ_CFG_INT, "1000", 10, 600000, &cfg.render_interval_ms,
      "how often dirty users' stats JSON is rendered (the stats lag is about this)"},
-    {NULL, 0, NULL, 0, 0, NULL, NULL},
+    QZ_CFG_END,
 };
-
-/* Between batches: keep the Postgres connection (and so readiness) current. */
-static void idle_cb(void *opaque)
-{
-        char err[512];
-        qz_pg_ping(opaque, err, sizeof(err));
-}
 
 struct readiness {
         struct qz_pg *pg;
@@ -89,7 +78,7 @@ static int reconcile_once(void)
 {
         char err[512];
         struct reconcile_result r = {0};
-        struct qz_pg_opts po = {.dsn = cfg.pg_dsn,
+        struct qz_pg_opts po = {.dsn = cfg.svc.pg_dsn,
                                 .application_name = "stats-aggregator-reconcile"};
         struct qz_pg *pg = qz_pg_new(&po, err, sizeof(err));
         int rc = 1;
@@ -119,25 +108,20 @@ int main(int argc, char **argv)
         char err[512];
         int rc = 1;
 
-        if (argc > 1 && strcmp(argv[1], "reconcile") != 0) {
-                printf("stats-aggregator %s: plays.v1 into Postgres.\n"
-                       "usage: stats-aggregator [reconcile]\nSettings:\n",
-                       QZ_VERSION);
-                qz_cfg_print_help(cfg_table);
-                return argv[1][0] == '-' && argv[1][1] == 'h' ? 0 : 2;
-        }
-        qz_cfg_load_or_exit(cfg_table);
-        qz_log_init("stats-aggregator", cfg.log_level);
-        if (argc > 1)
+        bool reconcile = argc > 1 && strcmp(argv[1], "reconcile") == 0;
+        qz_service_init("stats-aggregator",
+                        "plays.v1 into Postgres; `stats-aggregator reconcile` runs the reconcile "
+                        "once",
+                        reconcile ? 1 : argc, argv, cfg_table, &cfg.svc);
+        if (reconcile)
                 return reconcile_once();
-        qz_sig_install();
 
-        if (qz_avro_registry_load(cfg.schema_dir, &avro, err, sizeof(err)) != 0) {
+        if (qz_avro_registry_load(cfg.svc.schema_dir, &avro, err, sizeof(err)) != 0) {
                 qz_error("schemas: %s", err);
                 goto fail;
         }
         metrics = qz_metrics_new();
-        struct qz_pg_opts po = {.dsn = cfg.pg_dsn, .application_name = "stats-aggregator"};
+        struct qz_pg_opts po = {.dsn = cfg.svc.pg_dsn, .application_name = "stats-aggregator"};
         if (!metrics || !(pg = qz_pg_new(&po, err, sizeof(err)))) {
                 qz_error("postgres: %s", err);
                 goto fail;
@@ -145,13 +129,13 @@ int main(int argc, char **argv)
         qz_pg_connect(pg, err, sizeof(err)); /* early, for readiness; failures retry later */
 
         struct qz_kafka_producer_config pc = {
-            .brokers = cfg.brokers, .client_id = "stats-aggregator-dlq", .metrics = metrics};
+            .brokers = cfg.svc.brokers, .client_id = "stats-aggregator-dlq", .metrics = metrics};
         if (qz_kafka_producer_new(&pc, &dlq, err, sizeof(err)) != 0) {
                 qz_error("kafka producer: %s", err);
                 goto fail;
         }
         const char *topics[] = {cfg.topic};
-        struct qz_kafka_consumer_config cc = {.brokers = cfg.brokers,
+        struct qz_kafka_consumer_config cc = {.brokers = cfg.svc.brokers,
                                               .group_id = cfg.group_id,
                                               .topics = topics,
                                               .ntopics = 1,
@@ -162,7 +146,7 @@ int main(int argc, char **argv)
                                               .avro = avro,
                                               .dlq_topic = cfg.dlq_topic,
                                               .metrics = metrics,
-                                              .idle_cb = idle_cb,
+                                              .idle_cb = qz_service_pg_idle_cb,
                                               .idle_opaque = pg};
         if (qz_kafka_consumer_new(&cc, &consumer, err, sizeof(err)) != 0) {
                 qz_error("kafka consumer: %s", err);
@@ -173,8 +157,8 @@ int main(int argc, char **argv)
         static const struct qz_job_def job_defs[] = {
             {"aggregate-listening-history", reconcile_job, NULL},
         };
-        struct qz_jobs_config jc = {.brokers = cfg.brokers,
-                                    .pg_dsn = cfg.pg_dsn,
+        struct qz_jobs_config jc = {.brokers = cfg.svc.brokers,
+                                    .pg_dsn = cfg.svc.pg_dsn,
                                     .service = "stats-aggregator",
                                     .avro = avro,
                                     .metrics = metrics,
@@ -185,26 +169,21 @@ int main(int argc, char **argv)
                 goto fail;
         }
 
-        if (!(render =
-                  render_start(cfg.pg_dsn, cfg.render_interval_ms, metrics, err, sizeof(err)))) {
+        if (!(render = render_start(cfg.svc.pg_dsn, cfg.render_interval_ms, metrics, err,
+                                    sizeof(err)))) {
                 qz_error("render: %s", err);
                 goto fail;
         }
 
         struct readiness readiness = {pg, consumer, jobs};
-        struct qz_http_options ho = {.addr = cfg.http_addr,
+        struct qz_http_options ho = {.addr = cfg.svc.http_addr,
                                      .threads = 1,
                                      .metrics = metrics,
                                      .ready_cb = ready_cb,
                                      .ready_opaque = &readiness};
-        if (!(http = qz_http_start(&ho, err, sizeof(err)))) {
-                qz_error("http: %s", err);
+        if (!(http = qz_service_http_start(&ho, "brokers", cfg.svc.brokers, "group", cfg.group_id,
+                                           "topic", cfg.topic, NULL)))
                 goto fail;
-        }
-        char addr[300];
-        snprintf(addr, sizeof(addr), "%s:%d", cfg.http_addr.host, qz_http_port(http));
-        qz_log_kv(QZ_LOG_INFO, "up", "version", QZ_VERSION, "http", addr, "brokers", cfg.brokers,
-                  "group", cfg.group_id, "topic", cfg.topic, NULL);
 
         if (qz_kafka_consumer_run(consumer, history_batch_cb, history, err, sizeof(err)) != 0) {
                 qz_error("consumer stopped: %s", err);

@@ -17,6 +17,7 @@
 #include "pg.h"
 #include "ranker.h"
 #include "redis.h"
+#include "service.h"
 #include "sig.h"
 #include "version.h"
 
@@ -24,26 +25,19 @@
 #include <unistd.h>
 
 static struct {
-        struct qz_addr http_addr;
-        const char *brokers, *schema_dir, *pg_dsn, *group_id, *topic, *instance;
-        struct qz_redis_url redis;
-        enum qz_log_level log_level;
+        struct qz_service_cfg svc;
+        const char *group_id, *topic, *instance;
         long nparts, bucket_s, now_ms, publish_ms, snapshot_ms, checkpoint_ms, max_list, pg_top,
             batch_size;
         bool jobs;
 } cfg;
 
 static const struct qz_cfg_entry cfg_table[] = {
-    {"QOQNUZ_HTTP_ADDR", QZ_CFG_ADDR, "127.0.0.1:9103", 0, 0, &cfg.http_addr,
-     "listen address for health and metrics"},
-    {"QOQNUZ_KAFKA_BROKERS", QZ_CFG_STR, "127.0.0.1:59092", 0, 0, &cfg.brokers,
-     "Kafka bootstrap servers"},
-    {"QOQNUZ_PG_DSN", QZ_CFG_PG_DSN, "postgresql://qoqnuz:qoqnuz@127.0.0.1:55432/qoqnuz", 0, 0,
-     &cfg.pg_dsn, "Postgres connection string"},
-    {"QOQNUZ_REDIS_URL", QZ_CFG_REDIS, "redis://127.0.0.1:56379/0", 0, 0, &cfg.redis,
-     "Redis holding the trending lists"},
-    {"QOQNUZ_SCHEMA_DIR", QZ_CFG_STR, "schemas", 0, 0, &cfg.schema_dir, "Avro schemas folder"},
-    {"QOQNUZ_LOG_LEVEL", QZ_CFG_LOGLEVEL, "info", 0, 0, &cfg.log_level, "log threshold"},
+    QZ_SERVICE_CFG_HTTP(cfg.svc, "127.0.0.1:9103"),
+    QZ_SERVICE_CFG_KAFKA(cfg.svc),
+    QZ_SERVICE_CFG_PG(cfg.svc),
+    QZ_SERVICE_CFG_REDIS(cfg.svc),
+    QZ_SERVICE_CFG_BASE(cfg.svc),
     {"QOQNUZ_TRENDING_GROUP_ID", QZ_CFG_STR, "trending-ranker", 0, 0, &cfg.group_id,
      "consumer group (instances of one deployment share it)"},
     {"QOQNUZ_PLAYS_TOPIC", QZ_CFG_STR, "plays.v1", 0, 0, &cfg.topic, "input topic"},
@@ -69,7 +63,7 @@ static const struct qz_cfg_entry cfg_table[] = {
      "instance id for the merger lock; empty = host-pid"},
     {"QOQNUZ_TRENDING_JOBS", QZ_CFG_BOOL, "true", 0, 0, &cfg.jobs,
      "run the calculate-trending job runner"},
-    {NULL, 0, NULL, 0, 0, NULL, NULL},
+    QZ_CFG_END,
 };
 
 struct readiness {
@@ -106,12 +100,8 @@ int main(int argc, char **argv)
         char err[512], instance[128];
         int rc = 1;
 
-        if (argc > 1) {
-                printf("trending-ranker %s: plays.v1 into trending lists. Settings:\n", QZ_VERSION);
-                qz_cfg_print_help(cfg_table);
-                return argv[1][0] == '-' && argv[1][1] == 'h' ? 0 : 2;
-        }
-        qz_cfg_load_or_exit(cfg_table);
+        qz_service_init("trending-ranker", "plays.v1 into trending lists", argc, argv, cfg_table,
+                        &cfg.svc);
         if ((86400 % cfg.bucket_s) != 0) {
                 fprintf(stderr,
                         "configuration error: QOQNUZ_TRENDING_BUCKET_S: bad value '%ld': must "
@@ -119,8 +109,6 @@ int main(int argc, char **argv)
                         cfg.bucket_s);
                 return 2;
         }
-        qz_log_init("trending-ranker", cfg.log_level);
-        qz_sig_install();
         if (cfg.instance[0]) {
                 snprintf(instance, sizeof(instance), "%s", cfg.instance);
         } else {
@@ -129,18 +117,18 @@ int main(int argc, char **argv)
                 snprintf(instance, sizeof(instance), "%s-%d", host, (int)getpid());
         }
 
-        if (qz_avro_registry_load(cfg.schema_dir, &avro, err, sizeof(err)) != 0) {
+        if (qz_avro_registry_load(cfg.svc.schema_dir, &avro, err, sizeof(err)) != 0) {
                 qz_error("schemas: %s", err);
                 goto fail;
         }
         metrics = qz_metrics_new();
-        struct qz_pg_opts po = {.dsn = cfg.pg_dsn, .application_name = "trending-ranker"};
+        struct qz_pg_opts po = {.dsn = cfg.svc.pg_dsn, .application_name = "trending-ranker"};
         if (!metrics || !(pg = qz_pg_new(&po, err, sizeof(err)))) {
                 qz_error("postgres: %s", err);
                 goto fail;
         }
         qz_pg_connect(pg, err, sizeof(err)); /* early, for readiness; failures retry later */
-        if (!(redis = qz_redis_new(&cfg.redis, 2000)))
+        if (!(redis = qz_redis_new(&cfg.svc.redis, 2000)))
                 goto fail;
         struct ranker_config rc_ = {.nparts = (int)cfg.nparts,
                                     .bucket_ms = cfg.bucket_s * 1000,
@@ -159,8 +147,8 @@ int main(int argc, char **argv)
         }
         struct qz_job_def defs[] = {{"calculate-trending", ranker_job_calculate, ranker}};
         if (cfg.jobs) {
-                struct qz_jobs_config jc = {.brokers = cfg.brokers,
-                                            .pg_dsn = cfg.pg_dsn,
+                struct qz_jobs_config jc = {.brokers = cfg.svc.brokers,
+                                            .pg_dsn = cfg.svc.pg_dsn,
                                             .service = "trending-ranker",
                                             .avro = avro,
                                             .metrics = metrics,
@@ -172,7 +160,7 @@ int main(int argc, char **argv)
                 }
         }
         const char *topics[] = {cfg.topic};
-        struct qz_kafka_consumer_config cc = {.brokers = cfg.brokers,
+        struct qz_kafka_consumer_config cc = {.brokers = cfg.svc.brokers,
                                               .group_id = cfg.group_id,
                                               .topics = topics,
                                               .ntopics = 1,
@@ -191,19 +179,14 @@ int main(int argc, char **argv)
                 goto fail;
         }
         struct readiness readiness = {ranker, pg, consumer, jobs};
-        struct qz_http_options ho = {.addr = cfg.http_addr,
+        struct qz_http_options ho = {.addr = cfg.svc.http_addr,
                                      .threads = 1,
                                      .metrics = metrics,
                                      .ready_cb = ready_cb,
                                      .ready_opaque = &readiness};
-        if (!(http = qz_http_start(&ho, err, sizeof(err)))) {
-                qz_error("http: %s", err);
+        if (!(http = qz_service_http_start(&ho, "brokers", cfg.svc.brokers, "group", cfg.group_id,
+                                           "topic", cfg.topic, "instance", instance, NULL)))
                 goto fail;
-        }
-        char addr[300];
-        snprintf(addr, sizeof(addr), "%s:%d", cfg.http_addr.host, qz_http_port(http));
-        qz_log_kv(QZ_LOG_INFO, "up", "version", QZ_VERSION, "http", addr, "brokers", cfg.brokers,
-                  "group", cfg.group_id, "topic", cfg.topic, "instance", instance, NULL);
 
         if (qz_kafka_consumer_run(consumer, ranker_batch_cb, ranker, err, sizeof(err)) != 0) {
                 qz_error("consumer stopped: %s", err);

@@ -277,6 +277,17 @@ static void world_new(struct world *w, struct qz_pg *pg, int nusers, int ntracks
         }
 }
 
+static void world_free(struct world *w)
+{
+        for (size_t i = 0; i < w->nevents; i++)
+                json_decref(w->events[i]);
+        free(w->events);
+        free(w->users);
+        free(w->tracks);
+        free(w->unknown);
+        memset(w, 0, sizeof(*w));
+}
+
 static json_t *new_play(struct world *w)
 {
         char ev[37];
@@ -569,6 +580,7 @@ static void part_exactly_once_and_reconcile(struct qz_pg *pg)
         if (!found)
                 FAIL("no RejectedEvent with key %s on plays.dlq.v1 within 30 s", key);
         agg_stop(&a);
+        world_free(&w);
 }
 
 static void part_two_instances(struct qz_pg *pg)
@@ -598,6 +610,7 @@ static void part_two_instances(struct qz_pg *pg)
         printf("ok: two instances split the partitions (consumed %g / %g), one left; stats equal "
                "the oracle\n",
                ca, cb);
+        world_free(&w);
 }
 
 static void run_lib(const char *fmt, ...)
@@ -649,6 +662,7 @@ static void part_postgres_down(void)
         qz_pg_free(pg);
         run_lib("pg_stop %s", dir);
         printf("ok: Postgres down mid-stream: not ready, retried, nothing lost or doubled\n");
+        world_free(&w);
 }
 
 int main(void)
