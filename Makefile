@@ -105,11 +105,12 @@ fuzz: deps
 
 fuzz-run:
 	@$(MAKE) --no-print-directory CC=clang BUILD=build-fuzz OPT="-O1 -g $(FUZZ_FLAGS)" \
-		build-fuzz/libqzcommon.a build-fuzz/libqzsvc.a
+		build-fuzz/libqzcommon.a build-fuzz/libqzsvc.a build-fuzz/libqzanalysis.a
 	@set -e; for f in tests/fuzz/fuzz_*.c; do \
 		n=$$(basename $$f .c); \
-		clang -O1 -g -fsanitize=fuzzer,address,undefined -std=c17 -D_GNU_SOURCE -Icommon $(PKG_CFLAGS) \
-			$$f build-fuzz/libqzsvc.a build-fuzz/libqzcommon.a $(LDLIBS) -o build-fuzz/$$n; \
+		clang -O1 -g -fsanitize=fuzzer,address,undefined -std=c17 -D_GNU_SOURCE -Icommon -Ilib $(PKG_CFLAGS) \
+			$$f build-fuzz/libqzsvc.a build-fuzz/libqzanalysis.a build-fuzz/libqzcommon.a $(LDLIBS) \
+			-o build-fuzz/$$n; \
 		mkdir -p build-fuzz/corpus-$$n; \
 		echo "fuzz: $$n for $(FUZZ_SECONDS) s"; \
 		build-fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -max_len=4096 build-fuzz/corpus-$$n 2>&1 | tail -3; \

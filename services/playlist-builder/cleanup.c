@@ -14,8 +14,9 @@ int pl_cleanup_job(void *opaque, struct qz_pg *pg, const char *run_id, const jso
         (void)params;
         static const char *const sql[] = {
             "DELETE FROM smart_playlists WHERE expires_at <= now()",
-            "DELETE FROM smart_playlist_generations WHERE generated_at < now() - interval '90 "
-            "days'",
+            /* parenthesised: one literal split over two lines, not a missing comma */
+            ("DELETE FROM smart_playlist_generations "
+             "WHERE generated_at < now() - interval '90 days'"),
             "DELETE FROM playlist_requests_done WHERE done_at < now() - interval '7 days'",
         };
         long n[3];
