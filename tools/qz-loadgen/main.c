@@ -113,14 +113,15 @@ static void play_fields(char *out, size_t size, unsigned seed, int i)
 
 struct http_target {
         struct sockaddr_in addr;
-        char host[64], path[256];
+        char host[80], path[256]; /* host: "a.b.c.d:port" for the Host header */
 };
 
 static int parse_url(const char *url, struct http_target *t)
 {
         int port = 80;
         char host[64] = "", path[256] = "/";
-        if (sscanf(url, "http://%63[^:/]:%d%255s", host, &port, path) < 2)
+        if (sscanf(url, "http://%63[^:/]:%d%255s", host, &port, path) < 2 || port < 1 ||
+            port > 65535)
                 return -1;
         memset(&t->addr, 0, sizeof(t->addr));
         t->addr.sin_family = AF_INET;
