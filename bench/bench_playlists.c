@@ -8,10 +8,11 @@
  * types each:
  *   - baseline: `SELECT bench_old_playlist(user, type)`, one call per user and type (the old
  *     system's approach: compute and upsert in one SQL function);
- *   - the system: what a builder does per request without the broker: pl_gen_build (the
- *     candidate queries and the rules) then pl_store_result (request log, generation,
- *     smart_playlists upsert, notification: one transaction), with QZ_BENCH_INSTANCES builder
- *     processes (default "1,2"), each on its own connection and a share of the users, as
+ *   - the system: what a builder does per consumer batch without the broker: pl_gen_build (the
+ *     candidate queries and the rules) for QZ_BENCH_BATCH users' requests (default 25 users =
+ *     100 requests; 1 = the old one transaction per request), then their outcomes (request log,
+ *     generation, smart_playlists upsert, notification) in one transaction, with QZ_BENCH_INSTANCES
+ * builder processes (default "1,2"), each on its own connection and a share of the users, as
  *     instances of one consumer group split the partitions.
  * The Kafka hop (one small message per request, batched) is left out on both sides. */
 #include "../services/playlist-builder/fanout.h"
@@ -58,7 +59,7 @@ static struct qz_pg *connect_or_die(const char *dsn)
 static void builder(const char *dsn, PGresult *users, int part, int n, const char *run_id,
                     bool verbose)
 {
-        char err[512], rid[37];
+        char err[512];
         struct qz_pg *pg = connect_or_die(dsn);
         struct pl_gen_cfg gc = {.target = 50,
                                 .max_target = 200,
@@ -71,27 +72,58 @@ static void builder(const char *dsn, PGresult *users, int part, int n, const cha
                 die("builder", err);
         double t_type[4] = {0}, t_store = 0;
         long count = 0;
-        for (int u = part; u < PQntuples(users); u += n)
-                for (int t = 0; t < 4; t++) {
-                        const char *user = PQgetvalue(users, u, 0);
-                        pl_fanout_request_id(run_id, user, types[t], rid);
-                        struct pl_request rq = {.request_id = rid,
-                                                .user_id = user,
-                                                .playlist_type = types[t],
-                                                .reason = "bench"};
-                        struct pl_playlist pl = {0};
-                        struct pl_store_outcome out;
-                        double t0 = qz_clock_mono_s();
-                        if (pl_gen_build(g, &rq, now_ms(), &pl, err, sizeof(err)) != 0)
-                                die(types[t], err);
-                        double t1 = qz_clock_mono_s();
-                        if (pl_store_result(pg, &rq, &pl, NULL, &out, err, sizeof(err)) != 0)
+        const char *bs = getenv("QZ_BENCH_BATCH");
+        int batch = bs && *bs ? atoi(bs) : 25;
+        if (batch < 1)
+                batch = 1;
+        struct pl_playlist *pls = calloc((size_t)batch * 4, sizeof(*pls));
+        struct pl_request *rqs = calloc((size_t)batch * 4, sizeof(*rqs));
+        char(*rids)[37] = calloc((size_t)batch * 4, 37);
+        if (!pls || !rqs || !rids)
+                die("builder", "out of memory");
+        /* As a builder handles a consumer batch: build the batch's requests (one instant, so a
+         * user's four types share its profile), then store them all in one transaction. */
+        for (int u0 = part; u0 < PQntuples(users); u0 += n * batch) {
+                int64_t now = now_ms();
+                size_t k = 0;
+                for (int u = u0; u < PQntuples(users) && u < u0 + n * batch; u += n)
+                        for (int t = 0; t < 4; t++, k++) {
+                                const char *user = PQgetvalue(users, u, 0);
+                                pl_fanout_request_id(run_id, user, types[t], rids[k]);
+                                rqs[k] = (struct pl_request){.request_id = rids[k],
+                                                             .user_id = user,
+                                                             .playlist_type = types[t],
+                                                             .reason = "bench"};
+                                double t0 = qz_clock_mono_s();
+                                if (pl_gen_build(g, &rqs[k], now, &pls[k], err, sizeof(err)) != 0)
+                                        die(types[t], err);
+                                t_type[t] += qz_clock_mono_s() - t0;
+                        }
+                double t1 = qz_clock_mono_s();
+                struct pl_store_outcome out;
+                if (batch == 1) {
+                        for (size_t i = 0; i < k; i++)
+                                if (pl_store_result(pg, &rqs[i], &pls[i], NULL, &out, err,
+                                                    sizeof(err)) != 0)
+                                        die("store", err);
+                } else {
+                        if (qz_pg_begin(pg, err, sizeof(err)) != 0)
                                 die("store", err);
-                        t_type[t] += t1 - t0;
-                        t_store += qz_clock_mono_s() - t1;
-                        pl_playlist_free(&pl);
-                        count++;
+                        for (size_t i = 0; i < k; i++)
+                                if (pl_store_result_in_batch(pg, &rqs[i], &pls[i], NULL, &out, err,
+                                                             sizeof(err)) != 0)
+                                        die("store", err);
+                        if (qz_pg_commit(pg, err, sizeof(err)) != 0)
+                                die("store", err);
                 }
+                t_store += qz_clock_mono_s() - t1;
+                for (size_t i = 0; i < k; i++)
+                        pl_playlist_free(&pls[i]);
+                count += (long)k;
+        }
+        free(pls);
+        free(rqs);
+        free(rids);
         if (verbose)
                 printf("  per request (ms): daily_mix %.1f, discovery_weekly %.1f, new_for_you "
                        "%.1f, forgotten_favorites %.1f build; store %.1f\n",

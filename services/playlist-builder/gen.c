@@ -149,9 +149,22 @@ static const struct {
      "ORDER BY sc DESC, t.id LIMIT $3::int"},
 };
 
+/* A user's profile as of one instant. A batch builds all its requests as of one now, so the
+ * four types of one user share one profile query (exact: same user, same instant). */
+#define PROFILE_CACHE 64
+struct profile {
+        char user_id[40];
+        int64_t now_ms;
+        long nplays;
+        bool user_known;
+        char genres[1024], artists[512];
+};
+
 struct pl_gen {
         struct qz_pg *pg;
         struct pl_gen_cfg cfg;
+        struct profile cache[PROFILE_CACHE];
+        size_t cache_next; /* round robin: the oldest entry goes */
 };
 
 /* Everything one build needs: the request, the user's profile, the pools. */
@@ -365,15 +378,31 @@ static size_t literal_count(const char *lit)
 
 static int load_profile(struct build *b, char *errstr, size_t errstr_size)
 {
-        const char *v[] = {b->rq->user_id, b->now};
-        PGresult *res;
-        if (query(b, "pl_profile", 2, v, &res, errstr, errstr_size) != 0)
-                return -1;
-        b->nplays = atol(PQgetvalue(res, 0, 0));
-        snprintf(b->genres, sizeof(b->genres), "%s", PQgetvalue(res, 0, 1));
-        snprintf(b->artists, sizeof(b->artists), "%s", PQgetvalue(res, 0, 2));
-        b->user_known = PQgetvalue(res, 0, 3)[0] == 't';
-        PQclear(res);
+        struct pl_gen *g = b->g;
+        struct profile *p = NULL;
+        for (size_t i = 0; i < PROFILE_CACHE && !p; i++)
+                if (g->cache[i].now_ms == b->now_ms &&
+                    strcmp(g->cache[i].user_id, b->rq->user_id) == 0)
+                        p = &g->cache[i];
+        if (!p) {
+                const char *v[] = {b->rq->user_id, b->now};
+                PGresult *res;
+                if (query(b, "pl_profile", 2, v, &res, errstr, errstr_size) != 0)
+                        return -1;
+                p = &g->cache[g->cache_next];
+                g->cache_next = (g->cache_next + 1) % PROFILE_CACHE;
+                snprintf(p->user_id, sizeof(p->user_id), "%s", b->rq->user_id);
+                p->now_ms = b->now_ms;
+                p->nplays = atol(PQgetvalue(res, 0, 0));
+                snprintf(p->genres, sizeof(p->genres), "%s", PQgetvalue(res, 0, 1));
+                snprintf(p->artists, sizeof(p->artists), "%s", PQgetvalue(res, 0, 2));
+                p->user_known = PQgetvalue(res, 0, 3)[0] == 't';
+                PQclear(res);
+        }
+        b->nplays = p->nplays;
+        b->user_known = p->user_known;
+        snprintf(b->genres, sizeof(b->genres), "%s", p->genres);
+        snprintf(b->artists, sizeof(b->artists), "%s", p->artists);
         b->ngenres = literal_count(b->genres);
         b->nartists = literal_count(b->artists);
         return 0;

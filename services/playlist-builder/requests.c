@@ -4,6 +4,7 @@
 
 #include "avro.h"
 #include "clock.h"
+#include "jobs.h"
 #include "json.h"
 #include "log.h"
 #include "metrics.h"
@@ -84,53 +85,141 @@ static json_t *generated_event(const struct pl_request *rq, const struct pl_stor
                          "run_id", rq->run_id ? json_string(rq->run_id) : json_null());
 }
 
-/* Builds and stores one request. 0 = done (out filled), -1 = transient (retry the batch),
- * -2 = poison (to the DLQ). */
-static int handle(struct pl_requests *r, const struct pl_request *rq, struct pl_store_outcome *out)
-{
-        char err[512], serr[512];
+/* One request of a batch through the three phases. */
+struct item {
+        json_t *ev; /* the decoded request (owns rq's strings); NULL = rejected */
+        struct pl_request rq;
+        int built; /* 0 = playlist built, 1 = answered with err (bad request) */
         struct pl_playlist pl;
+        char err[512];
+        struct pl_store_outcome o;
+        int64_t ns; /* time spent on it */
+};
+
+/* Phase 1: builds one request (no transaction). 0, or -1 = transient (retry the batch). */
+static int build_one(struct pl_requests *r, struct item *it, int64_t now_ms)
+{
         int64_t t0 = qz_clock_mono_ns();
-        int rc = pl_gen_build(r->cfg.gen, rq, qz_time_now_ms(), &pl, err, sizeof(err));
+        int rc = pl_gen_build(r->cfg.gen, &it->rq, now_ms, &it->pl, it->err, sizeof(it->err));
         if (rc < 0) {
                 const char *state = qz_pg_sqlstate(r->cfg.pg);
                 if (qz_pg_sqlstate_is_connection(state) || !state[0]) {
-                        qz_warn("request %s: building failed, will retry: %s", rq->request_id, err);
+                        qz_warn("request %s: building failed, will retry: %s", it->rq.request_id,
+                                it->err);
                         return -1;
                 }
                 rc = 1; /* a query the request's values broke: its answer is an error */
         }
-        if (pl_store_result(r->cfg.pg, rq, rc == 0 ? &pl : NULL, rc == 0 ? NULL : err, out, serr,
-                            sizeof(serr)) != 0) {
-                if (rc == 0)
-                        pl_playlist_free(&pl);
-                if (qz_pg_sqlstate_is_connection(out->sqlstate) || !out->sqlstate[0]) {
-                        qz_warn("request %s: storing failed, will retry: %s", rq->request_id, serr);
+        it->built = rc;
+        it->ns += qz_clock_mono_ns() - t0;
+        return 0;
+}
+
+/* Phase 2, fast path: every request's outcome and notification, the runs' progress (one update
+ * per run), one commit. 0; -1 = transient (retry the batch); 1 = Postgres refused some
+ * request's values: nothing was stored, store one by one (store_one) to single it out. */
+static int store_batch(struct pl_requests *r, struct item *items, size_t n)
+{
+        char err[512];
+        struct qz_pg *pg = r->cfg.pg;
+        int64_t t0 = qz_clock_mono_ns();
+        size_t stored = 0;
+        if (qz_pg_begin(pg, err, sizeof(err)) != 0)
+                goto transient;
+        for (size_t i = 0; i < n; i++) {
+                struct item *it = &items[i];
+                if (!it->ev)
+                        continue;
+                if (pl_store_result_in_batch(pg, &it->rq, it->built == 0 ? &it->pl : NULL,
+                                             it->built == 0 ? NULL : it->err, &it->o, err,
+                                             sizeof(err)) != 0) {
+                        qz_pg_rollback(pg, NULL, 0);
+                        if (qz_pg_sqlstate_is_connection(it->o.sqlstate) || !it->o.sqlstate[0])
+                                goto transient;
+                        return 1;
+                }
+                stored++;
+        }
+        /* The runs' progress, counted once per request first stored, with its effect. */
+        for (size_t i = 0; i < n; i++) {
+                if (!items[i].ev || !items[i].o.counted)
+                        continue;
+                long k = 0;
+                bool seen = false;
+                for (size_t j = 0; j < n && !seen; j++) {
+                        if (!items[j].ev || !items[j].o.counted)
+                                continue;
+                        if (strcmp(items[j].rq.run_id, items[i].rq.run_id) == 0) {
+                                if (j < i)
+                                        seen = true; /* counted with an earlier one */
+                                else
+                                        k++;
+                        }
+                }
+                if (!seen &&
+                    qz_jobs_run_progress(pg, items[i].rq.run_id, k, err, sizeof(err)) != 0) {
+                        bool conn = qz_pg_sqlstate_is_connection(qz_pg_sqlstate(pg));
+                        qz_pg_rollback(pg, NULL, 0);
+                        if (conn)
+                                goto transient;
+                        return 1;
+                }
+        }
+        if (qz_pg_commit(pg, err, sizeof(err)) != 0)
+                goto transient;
+        for (size_t i = 0; stored && i < n; i++)
+                items[i].ns += (qz_clock_mono_ns() - t0) / (int64_t)stored;
+        return 0;
+transient:
+        qz_warn("storing a batch of %zu requests failed, will retry: %s", n, err);
+        return -1;
+}
+
+/* Phase 2, slow path: one request in its own transaction. 0, -1 = transient, -2 = poison. */
+static int store_one(struct pl_requests *r, struct item *it)
+{
+        char serr[512];
+        int64_t t0 = qz_clock_mono_ns();
+        if (pl_store_result(r->cfg.pg, &it->rq, it->built == 0 ? &it->pl : NULL,
+                            it->built == 0 ? NULL : it->err, &it->o, serr, sizeof(serr)) != 0) {
+                if (qz_pg_sqlstate_is_connection(it->o.sqlstate) || !it->o.sqlstate[0]) {
+                        qz_warn("request %s: storing failed, will retry: %s", it->rq.request_id,
+                                serr);
                         return -1;
                 }
                 /* Postgres refused this request's values: answer it with that error rather
                  * than retrying it forever; if even that is refused it is poison. */
-                snprintf(err, sizeof(err), "%s", serr);
-                rc = 1;
-                if (pl_store_result(r->cfg.pg, rq, NULL, err, out, serr, sizeof(serr)) != 0)
-                        return qz_pg_sqlstate_is_connection(out->sqlstate) ? -1 : -2;
+                snprintf(it->err, sizeof(it->err), "%s", serr);
+                if (it->built == 0)
+                        pl_playlist_free(&it->pl);
+                it->built = 1;
+                if (pl_store_result(r->cfg.pg, &it->rq, NULL, it->err, &it->o, serr,
+                                    sizeof(serr)) != 0)
+                        return qz_pg_sqlstate_is_connection(it->o.sqlstate) ? -1 : -2;
         }
-        if (out->duplicate)
-                qz_metric_inc(r->dup);
-        else if (rc == 0)
-                qz_metric_inc(r->ok);
-        else
-                qz_metric_inc(r->failed);
-        if (rc != 0 && !out->duplicate)
-                qz_log_kv(QZ_LOG_WARN, "playlist request failed", "request_id", rq->request_id,
-                          "user_id", rq->user_id, "playlist_type", rq->playlist_type, "error", err,
-                          NULL);
-        if (rc == 0)
-                pl_playlist_free(&pl);
-        qz_metric_observe(r->seconds, (double)(qz_clock_mono_ns() - t0) / 1e9);
+        it->ns += qz_clock_mono_ns() - t0;
         return 0;
 }
 
+/* Metrics and the log line of one stored request. */
+static void account(struct pl_requests *r, const struct item *it)
+{
+        if (it->o.duplicate)
+                qz_metric_inc(r->dup);
+        else if (it->built == 0)
+                qz_metric_inc(r->ok);
+        else
+                qz_metric_inc(r->failed);
+        if (it->built != 0 && !it->o.duplicate)
+                qz_log_kv(QZ_LOG_WARN, "playlist request failed", "request_id", it->rq.request_id,
+                          "user_id", it->rq.user_id, "playlist_type", it->rq.playlist_type, "error",
+                          it->err, NULL);
+        qz_metric_observe(r->seconds, (double)it->ns / 1e9);
+}
+
+/* A batch: decode and build every request (phase 1), store all outcomes in one transaction
+ * (phase 2; one transaction per request when Postgres refuses one), then produce the events
+ * and wait for the acknowledgements (phase 3). */
 int pl_requests_batch_cb(void *opaque, const struct qz_kafka_msg *msgs, size_t n,
                          struct qz_kafka_batch *batch)
 {
@@ -138,15 +227,17 @@ int pl_requests_batch_cb(void *opaque, const struct qz_kafka_msg *msgs, size_t n
         struct qz_kafka_record *recs = calloc(n ? n : 1, sizeof(*recs));
         unsigned char **bufs = calloc(n ? n : 1, sizeof(*bufs));
         char **keys = calloc(n ? n : 1, sizeof(*keys));
+        struct item *items = calloc(n ? n : 1, sizeof(*items));
         size_t nrec = 0;
         int rc = -1;
         char err[512];
-        if (!recs || !bufs || !keys)
+        if (!recs || !bufs || !keys || !items)
                 goto done;
+        /* One instant for the whole batch: a user's types share one profile (gen.c). */
+        int64_t now_ms = qz_time_now_ms();
         for (size_t i = 0; i < n; i++) {
                 const struct qz_avro_schema *s = NULL;
                 json_t *ev = NULL;
-                struct pl_request rq;
                 const char *why = NULL;
                 if (qz_avro_decode_json(r->cfg.avro, msgs[i].value, msgs[i].value_len, &s, &ev, err,
                                         sizeof(err)) != 0)
@@ -155,7 +246,7 @@ int pl_requests_batch_cb(void *opaque, const struct qz_kafka_msg *msgs, size_t n
                         snprintf(err, sizeof(err), "expected qoqnuz.PlaylistRequest, got %s",
                                  qz_avro_schema_name(s));
                         why = "wrong_schema";
-                } else if (request_from(ev, &rq, err, sizeof(err)) != 0)
+                } else if (request_from(ev, &items[i].rq, err, sizeof(err)) != 0)
                         why = "invalid";
                 if (why) {
                         const char *errs[] = {err};
@@ -166,41 +257,58 @@ int pl_requests_batch_cb(void *opaque, const struct qz_kafka_msg *msgs, size_t n
                         json_decref(ev);
                         continue;
                 }
-                struct pl_store_outcome o;
-                int hrc = handle(r, &rq, &o);
+                items[i].ev = ev;
+                if (build_one(r, &items[i], now_ms) != 0) {
+                        qz_metric_inc(r->retries);
+                        goto done;
+                }
+        }
+        int src = store_batch(r, items, n);
+        if (src < 0) {
+                qz_metric_inc(r->retries);
+                goto done;
+        }
+        for (size_t i = 0; src == 1 && i < n; i++) {
+                if (!items[i].ev)
+                        continue;
+                int hrc = store_one(r, &items[i]);
                 if (hrc == -2) {
                         const char *errs[] = {"postgres refused the request and its failure"};
                         qz_kafka_batch_reject(batch, i, "unstorable", errs, 1);
                         qz_metric_inc(r->rejected);
-                        json_decref(ev);
+                        json_decref(items[i].ev);
+                        items[i].ev = NULL;
                         continue;
                 }
                 if (hrc != 0) {
-                        json_decref(ev);
                         qz_metric_inc(r->retries);
                         goto done;
                 }
-                if (o.ok) {
-                        json_t *g = generated_event(&rq, &o);
-                        size_t len = 0;
-                        if (!g || qz_avro_encode_json(r->gen_schema, g, &bufs[nrec], &len, err,
-                                                      sizeof(err)) != 0) {
-                                qz_error("PlaylistGenerated for %s: %s", rq.request_id, err);
-                                json_decref(g);
-                                json_decref(ev);
-                                goto done;
-                        }
+        }
+        for (size_t i = 0; i < n; i++) {
+                struct item *it = &items[i];
+                if (!it->ev)
+                        continue;
+                account(r, it);
+                if (!it->o.ok)
+                        continue;
+                json_t *g = generated_event(&it->rq, &it->o);
+                size_t len = 0;
+                if (!g || qz_avro_encode_json(r->gen_schema, g, &bufs[nrec], &len, err,
+                                              sizeof(err)) != 0) {
+                        qz_error("PlaylistGenerated for %s: %s", it->rq.request_id, err);
                         json_decref(g);
-                        keys[nrec] = strdup(rq.user_id);
-                        recs[nrec] = (struct qz_kafka_record){.topic = r->cfg.generated_topic,
-                                                              .partition = QZ_KAFKA_PARTITION_ANY,
-                                                              .key = keys[nrec],
-                                                              .key_len = strlen(rq.user_id),
-                                                              .value = bufs[nrec],
-                                                              .value_len = len};
-                        nrec++;
+                        goto done;
                 }
-                json_decref(ev);
+                json_decref(g);
+                keys[nrec] = strdup(it->rq.user_id);
+                recs[nrec] = (struct qz_kafka_record){.topic = r->cfg.generated_topic,
+                                                      .partition = QZ_KAFKA_PARTITION_ANY,
+                                                      .key = keys[nrec],
+                                                      .key_len = strlen(it->rq.user_id),
+                                                      .value = bufs[nrec],
+                                                      .value_len = len};
+                nrec++;
         }
         if (nrec > 0 && qz_kafka_produce_wait(r->cfg.producer, recs, nrec, 15000, err,
                                               sizeof(err)) != QZ_KAFKA_OK) {
@@ -215,6 +323,12 @@ done:
                 free(bufs[i]);
                 free(keys[i]);
         }
+        for (size_t i = 0; items && i < n; i++) {
+                if (items[i].built == 0)
+                        pl_playlist_free(&items[i].pl);
+                json_decref(items[i].ev);
+        }
+        free(items);
         free(bufs);
         free(keys);
         free(recs);

@@ -87,16 +87,15 @@ static int read_done(struct qz_pg *pg, const char *request_id, struct pl_store_o
         return 0;
 }
 
-int pl_store_result(struct qz_pg *pg, const struct pl_request *rq, const struct pl_playlist *pl,
-                    const char *error, struct pl_store_outcome *out, char *errstr,
-                    size_t errstr_size)
+/* The statements of one request inside the caller's transaction. progress: count the run's
+ * progress here (else the caller adds 1 per out->counted to the run before committing). */
+static int store_in_tx(struct qz_pg *pg, const struct pl_request *rq, const struct pl_playlist *pl,
+                       const char *error, bool progress, struct pl_store_outcome *out, char *errstr,
+                       size_t errstr_size)
 {
         char *ids = NULL, *meta = NULL;
         char count[16] = "0", gen[24], exp[24];
         long claimed = 0;
-        memset(out, 0, sizeof(*out));
-        if (qz_pg_begin(pg, errstr, errstr_size) != 0)
-                return -1;
         const char *vc[] = {rq->request_id, rq->user_id,         rq->playlist_type,
                             rq->run_id,     pl ? "ok" : "error", pl ? NULL : error};
         if (qz_pg_exec_prepared(pg, "pl_done_claim", 6, vc, &claimed, errstr, errstr_size) != 0)
@@ -105,7 +104,7 @@ int pl_store_result(struct qz_pg *pg, const struct pl_request *rq, const struct 
                 out->duplicate = true;
                 if (read_done(pg, rq->request_id, out, errstr, errstr_size) != 0)
                         goto fail;
-                return qz_pg_commit(pg, errstr, errstr_size);
+                return 0;
         }
         if (pl) {
                 ids = pl_store_ids_literal(pl->items, pl->n);
@@ -133,7 +132,9 @@ int pl_store_result(struct qz_pg *pg, const struct pl_request *rq, const struct 
                 out->expires_ms = pl->expires_ms;
         }
         /* Counted here, once per request, with the effect it counts. */
-        if (rq->run_id && qz_jobs_run_progress(pg, rq->run_id, 1, errstr, errstr_size) != 0)
+        out->counted = rq->run_id != NULL;
+        if (progress && rq->run_id &&
+            qz_jobs_run_progress(pg, rq->run_id, 1, errstr, errstr_size) != 0)
                 goto fail;
         const char *vn[] = {rq->request_id,    pl ? "ok" : "error",
                             pl ? NULL : error, pl ? out->playlist_id : NULL,
@@ -144,11 +145,32 @@ int pl_store_result(struct qz_pg *pg, const struct pl_request *rq, const struct 
         PQclear(res);
         free(ids);
         free(meta);
-        return qz_pg_commit(pg, errstr, errstr_size);
+        return 0;
 fail:
         snprintf(out->sqlstate, sizeof(out->sqlstate), "%s", qz_pg_sqlstate(pg));
-        qz_pg_rollback(pg, NULL, 0);
         free(ids);
         free(meta);
         return -1;
+}
+
+int pl_store_result(struct qz_pg *pg, const struct pl_request *rq, const struct pl_playlist *pl,
+                    const char *error, struct pl_store_outcome *out, char *errstr,
+                    size_t errstr_size)
+{
+        memset(out, 0, sizeof(*out));
+        if (qz_pg_begin(pg, errstr, errstr_size) != 0)
+                return -1;
+        if (store_in_tx(pg, rq, pl, error, true, out, errstr, errstr_size) != 0) {
+                qz_pg_rollback(pg, NULL, 0);
+                return -1;
+        }
+        return qz_pg_commit(pg, errstr, errstr_size);
+}
+
+int pl_store_result_in_batch(struct qz_pg *pg, const struct pl_request *rq,
+                             const struct pl_playlist *pl, const char *error,
+                             struct pl_store_outcome *out, char *errstr, size_t errstr_size)
+{
+        memset(out, 0, sizeof(*out));
+        return store_in_tx(pg, rq, pl, error, false, out, errstr, errstr_size);
 }

@@ -1,5 +1,6 @@
 /* store.h - one request's outcome, durably: the playlist (or the failure), its generation, the
- * run's progress and the playlist_ready notification, all in one transaction.
+ * run's progress and the playlist_ready notification, all in one transaction (one request's, or
+ * a whole batch's).
  *
  * Idempotent by request_id (playlist_requests_done): a redelivered request changes nothing and
  * reports what was stored the first time, so a fan-out run counts each request once and the
@@ -24,6 +25,7 @@ struct pl_store_outcome {
         int track_count;
         int64_t generated_ms, expires_ms;
         char sqlstate[8]; /* of a failure, kept across the rollback */
+        bool counted;     /* first stored now for a run: the run's progress counts it once */
 };
 
 /* Prepares the statements (again after reconnects). 0 or -1. */
@@ -34,6 +36,14 @@ int pl_store_prepare(struct qz_pg *pg, char *errstr, size_t errstr_size);
 int pl_store_result(struct qz_pg *pg, const struct pl_request *rq, const struct pl_playlist *pl,
                     const char *error, struct pl_store_outcome *out, char *errstr,
                     size_t errstr_size);
+
+/* The same inside the caller's open transaction (a batch of requests, one commit), without the
+ * run's progress: the caller adds 1 per out->counted to the run just before committing, so the
+ * run's row is locked only for the commit and instances do not queue on it. 0, or -1 (errstr,
+ * out->sqlstate): the transaction is then aborted and the caller rolls it back. */
+int pl_store_result_in_batch(struct qz_pg *pg, const struct pl_request *rq,
+                             const struct pl_playlist *pl, const char *error,
+                             struct pl_store_outcome *out, char *errstr, size_t errstr_size);
 
 /* "{id,id,...}" for a uuid[] parameter; malloc'd, caller frees. */
 char *pl_store_ids_literal(const struct pl_cand *items, size_t n);

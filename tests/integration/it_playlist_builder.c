@@ -1,7 +1,7 @@
 /* it_playlist_builder.c - the playlist-builder binary against real Postgres and the dev-broker:
  * requests -> playlists stored with the guide's rules (checked in SQL), playlist_ready
  * notifications, PlaylistGenerated events, bad requests, the fan-out / cleanup / similarity jobs,
- * parameterised types.
+ * parameterised types, two instances in one group giving the same playlists as one.
  *
  * Env: QZ_TEST_PG_DSN, QZ_TEST_BROKERS, QZ_TEST_BIN, QZ_TEST_ROOT, QZ_TEST_TMP. Every run uses
  * its own ids (a random prefix), genres, topics and consumer group. */
@@ -36,8 +36,8 @@ static char req_topic[64], gen_topic[64], logpath[512];
 static struct qz_avro_registry *avro;
 static struct qz_pg *pg, *listener;
 static struct qz_kafka_producer *producer;
-static pid_t builder = -1;
-static int http_port;
+static pid_t builder = -1, builder2 = -1; /* builder2: the second instance of test_two */
+static int http_port, http_port2;
 
 static int64_t mono_ms(void)
 {
@@ -130,11 +130,54 @@ static int free_port(void)
         return ntohs(sa.sin_port);
 }
 
-static bool http_ready(void)
+/* GET path on port; the body (malloc'd) or NULL. */
+static char *http_get(int port, const char *path)
 {
         int fd = socket(AF_INET, SOCK_STREAM, 0);
         struct sockaddr_in sa = {.sin_family = AF_INET,
-                                 .sin_port = htons((uint16_t)http_port),
+                                 .sin_port = htons((uint16_t)port),
+                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        char *buf = NULL;
+        size_t len = 0, cap = 0;
+        if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+                char rq[256];
+                snprintf(rq, sizeof(rq), "GET %s HTTP/1.0\r\n\r\n", path);
+                if (write(fd, rq, strlen(rq)) > 0)
+                        for (;;) {
+                                if (len + 4096 + 1 > cap) {
+                                        cap = (cap + 4096) * 2;
+                                        buf = realloc(buf, cap);
+                                }
+                                ssize_t k = read(fd, buf + len, cap - len - 1);
+                                if (k <= 0)
+                                        break;
+                                len += (size_t)k;
+                        }
+        }
+        close(fd);
+        if (buf)
+                buf[len] = '\0';
+        return buf;
+}
+
+/* A counter's value in an instance's /metrics (the line starting with series). */
+static long metric_value(int port, const char *series)
+{
+        char *body = http_get(port, "/metrics");
+        long v = 0;
+        assert_non_null(body);
+        for (char *l = body; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+                if (strncmp(l, series, strlen(series)) == 0 && l[strlen(series)] == ' ')
+                        v = atol(l + strlen(series) + 1);
+        free(body);
+        return v;
+}
+
+static bool http_ready(int port)
+{
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in sa = {.sin_family = AF_INET,
+                                 .sin_port = htons((uint16_t)port),
                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
         char buf[64] = {0};
         bool ok = false;
@@ -147,16 +190,17 @@ static bool http_ready(void)
         return ok;
 }
 
-static void start_builder(void)
+/* Starts one builder instance in the run's consumer group; *pid, *port get its pid and port. */
+static void start_builder(pid_t *pid, int *port)
 {
         char addr[64], group[64], schemas[512];
-        http_port = free_port();
-        snprintf(addr, sizeof(addr), "127.0.0.1:%d", http_port);
+        *port = free_port();
+        snprintf(addr, sizeof(addr), "127.0.0.1:%d", *port);
         snprintf(group, sizeof(group), "it-pl-%s", P);
         snprintf(schemas, sizeof(schemas), "%s/schemas", root);
-        builder = fork();
-        assert_true(builder >= 0);
-        if (builder == 0) {
+        pid_t child = fork();
+        assert_true(child >= 0);
+        if (child == 0) {
                 int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0644);
                 dup2(fd, 1);
                 dup2(fd, 2);
@@ -172,8 +216,9 @@ static void start_builder(void)
                 execl(path, path, (char *)NULL);
                 _exit(127);
         }
+        *pid = child;
         int64_t t0 = mono_ms();
-        while (!http_ready()) {
+        while (!http_ready(*port)) {
                 if (mono_ms() - t0 > 45000) {
                         dump_log();
                         fail_msg("playlist-builder not ready in 45 s");
@@ -342,14 +387,18 @@ static int setup(void **state)
         if (qz_kafka_producer_new(&pc, &producer, err, sizeof(err)) != 0)
                 return -1;
         seed_data();
-        start_builder();
+        start_builder(&builder, &http_port);
         return 0;
 }
 
 static int teardown(void **state)
 {
         (void)state;
-        int status = 0;
+        int status = 0, status2 = 0;
+        if (builder2 > 0) {
+                kill(builder2, SIGTERM);
+                waitpid(builder2, &status2, 0);
+        }
         if (builder > 0) {
                 kill(builder, SIGTERM);
                 waitpid(builder, &status, 0);
@@ -363,6 +412,12 @@ static int teardown(void **state)
                  logpath);
         if (system(cmd) == 0) {
                 fprintf(stderr, "playlist-builder: sanitizer report\n");
+                dump_log();
+                return -1;
+        }
+        if (!WIFEXITED(status2) || WEXITSTATUS(status2) != 0) {
+                fprintf(stderr, "second playlist-builder did not exit 0 on SIGTERM (status %d)\n",
+                        status2);
                 dump_log();
                 return -1;
         }
@@ -717,13 +772,97 @@ static void test_parameterised(void **state)
         free(ar1);
 }
 
+/* Two instances in one group build the same playlists as one: the four types for 8 users
+ * (U1, U2 without plays, U4, U5..U9 with small histories), once with the single builder, then
+ * again (new request ids) with a second instance in the group, until both instances handled
+ * some. Every (user, type) must give the same tracks in the same order, the same variant and
+ * seed: the lists depend on the data, the user and the ISO week only, not on the instance. */
+#define TWO_USERS 8
+static const char *const two_types[] = {"daily_mix", "discovery_weekly", "new_for_you",
+                                        "forgotten_favorites"};
+
+/* Sends the 4 x TWO_USERS requests and waits; out[i] = "variant|seed|track_ids" per request. */
+static void two_round(char *const *users, char **out)
+{
+        enum { N = TWO_USERS * 4 };
+        char rid[N][37];
+        const char *ids[N];
+        json_t *pay[N];
+        for (int i = 0; i < N; i++) {
+                qz_uuid_generate(rid[i]);
+                ids[i] = rid[i];
+                produce_request(rid[i], users[i / 4], two_types[i % 4], NULL, NULL);
+        }
+        wait_notifications(ids, N, pay);
+        for (int i = 0; i < N; i++) {
+                assert_string_equal(json_string_value(json_object_get(pay[i], "status")), "ok");
+                char sql[400];
+                snprintf(sql, sizeof(sql),
+                         "SELECT g.variant || '|' || coalesce(s.metadata->>'seed', '') || '|' || "
+                         "g.track_ids::text FROM smart_playlist_generations g JOIN "
+                         "playlist_requests_done d ON d.playlist_id = g.id "
+                         "JOIN smart_playlists s ON s.id = g.id WHERE d.request_id = '%s'",
+                         rid[i]);
+                out[i] = scalar(sql);
+                assert_true(strlen(out[i]) > 40); /* 50 tracks: never an empty list here */
+                json_decref(pay[i]);
+        }
+}
+
+static void test_two_builders(void **state)
+{
+        (void)state;
+        enum { N = TWO_USERS * 4 };
+        char *users[TWO_USERS], *one[N], *two[N];
+        exec_sql(
+            "INSERT INTO users (id) SELECT md5('@-u' || k)::uuid FROM generate_series(5, 9) k;"
+            "INSERT INTO play_history (event_id, user_id, track_id, played_at, completed) "
+            "SELECT gen_random_uuid(), md5('@-u' || k)::uuid, md5('@-h-' || (k * 3 + i))::uuid, "
+            "now() - make_interval(days => (i * k) % 80 + 1), i % 2 = 0 "
+            "FROM generate_series(5, 9) k, generate_series(1, 12) i, generate_series(1, 3) r "
+            "WHERE r <= i % 4 + 1");
+        const char *names[TWO_USERS] = {"u1", "u2", "u4", "u5", "u6", "u7", "u8", "u9"};
+        for (int i = 0; i < TWO_USERS; i++)
+                users[i] = uuid_of(names[i]);
+        two_round(users, one);
+
+        const char *ok = "qz_playlists_requests_total{result=\"ok\"}";
+        start_builder(&builder2, &http_port2);
+        long a0 = metric_value(http_port, ok), b0 = metric_value(http_port2, ok);
+        /* Rounds until the group has rebalanced and both instances built some (each round is
+         * compared in full: before the rebalance it is one instance's output again). */
+        int rounds = 0;
+        for (;;) {
+                two_round(users, two);
+                rounds++;
+                for (int i = 0; i < N; i++) {
+                        if (strcmp(one[i], two[i]) != 0)
+                                fail_msg("%s %s differs with two builders:\n one: %.200s\n two: "
+                                         "%.200s",
+                                         names[i / 4], two_types[i % 4], one[i], two[i]);
+                        free(two[i]);
+                }
+                long a = metric_value(http_port, ok) - a0, b = metric_value(http_port2, ok) - b0;
+                if (a > 0 && b > 0)
+                        break;
+                if (rounds == 6) {
+                        dump_log();
+                        fail_msg("after %d rounds the instances built %ld and %ld", rounds, a, b);
+                }
+                usleep(500000);
+        }
+        for (int i = 0; i < N; i++)
+                free(one[i]);
+        for (int i = 0; i < TWO_USERS; i++)
+                free(users[i]);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test(test_guide_types),
-            cmocka_unit_test(test_generated_events),
-            cmocka_unit_test(test_jobs),
-            cmocka_unit_test(test_parameterised),
+            cmocka_unit_test(test_guide_types),  cmocka_unit_test(test_generated_events),
+            cmocka_unit_test(test_jobs),         cmocka_unit_test(test_parameterised),
+            cmocka_unit_test(test_two_builders),
         };
         return cmocka_run_group_tests(tests, setup, teardown);
 }
