@@ -6,15 +6,15 @@
 # (one INSERT INTO play_history per play through libpq). Prints plays/s, p50/p99
 # latency, CPU per 1k plays and the ratio to the baseline.
 #
-# Knobs: QZ_BENCH_SECONDS (10 per run), QZ_BENCH_CONNECTIONS (16), QZ_BENCH_BATCH (100),
-# QZ_BENCH_HTTP_THREADS (16), QZ_PG_FSYNC (on: the baseline as a real Postgres runs it).
+# Knobs: QZ_BENCH_SECONDS (10 per run), QZ_BENCH_CONNECTIONS (32), QZ_BENCH_BATCH (100),
+# QZ_BENCH_HTTP_THREADS (64), QZ_PG_FSYNC (on: the baseline as a real Postgres runs it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 SECS=${QZ_BENCH_SECONDS:-10}
-CONNS=${QZ_BENCH_CONNECTIONS:-16}
+CONNS=${QZ_BENCH_CONNECTIONS:-32}
 BATCH=${QZ_BENCH_BATCH:-100}
-THREADS=${QZ_BENCH_HTTP_THREADS:-16}
+THREADS=${QZ_BENCH_HTTP_THREADS:-64}
 export QZ_PG_FSYNC=${QZ_PG_FSYNC:-on}
 
 T=$(mktemp -d /tmp/qoqnuz-bench-ingest.XXXXXX)

@@ -54,7 +54,7 @@ static const struct qz_cfg_entry cfg_table[] = {
     QZ_SERVICE_CFG_PG(cfg.svc),
     {"QOQNUZ_INGEST_CATALOG_REFRESH_S", QZ_CFG_INT, "30", 0, 86400, &cfg.catalog_refresh_s,
      "reload the known-track set this often (0 = no unknown-track counting)"},
-    {"QOQNUZ_HTTP_THREADS", QZ_CFG_INT, "16", 1, 256, &cfg.threads,
+    {"QOQNUZ_HTTP_THREADS", QZ_CFG_INT, "64", 1, 256, &cfg.threads,
      "HTTP worker threads (each waits for its request's broker ack)"},
     {"QOQNUZ_HTTP_CONN_TIMEOUT_S", QZ_CFG_INT, "30", 1, 3600, &cfg.conn_timeout_s,
      "close idle or slow client connections after this many seconds"},

@@ -34,27 +34,14 @@ static void put_bytes(struct out *o, const void *s, size_t n)
         o->p += n;
 }
 
-static bool put_string(struct out *o, const json_t *event, const char *key)
+static void put_string(struct out *o, const char *s)
 {
-        const json_t *v = json_object_get(event, key);
-        if (!json_is_string(v))
-                return false;
-        size_t n = json_string_length(v);
+        size_t n = strlen(s);
         put_long(o, (int64_t)n);
-        put_bytes(o, json_string_value(v), n);
-        return true;
+        put_bytes(o, s, n);
 }
 
-static bool put_int(struct out *o, const json_t *event, const char *key)
-{
-        const json_t *v = json_object_get(event, key);
-        if (!json_is_integer(v))
-                return false;
-        put_long(o, (int64_t)json_integer_value(v));
-        return true;
-}
-
-size_t playenc_encode(uint64_t fingerprint, const json_t *event, unsigned char *out,
+size_t playenc_encode(uint64_t fingerprint, const struct play *p, unsigned char *out,
                       size_t out_size)
 {
         struct out o = {out, out + out_size, false};
@@ -62,24 +49,21 @@ size_t playenc_encode(uint64_t fingerprint, const json_t *event, unsigned char *
         for (int i = 0; i < 8; i++)
                 head[2 + i] = (unsigned char)(fingerprint >> (8 * i));
         put_bytes(&o, head, sizeof(head));
-
-        const json_t *completed = json_object_get(event, "completed");
-        const json_t *playlist = json_object_get(event, "source_playlist_id");
         /* Field order is the schema's (schemas/PlayEvent.avsc). */
-        if (!put_string(&o, event, "event_id") || !put_string(&o, event, "user_id") ||
-            !put_string(&o, event, "track_id") || !put_int(&o, event, "played_at") ||
-            !put_int(&o, event, "duration_played_ms") || !json_is_boolean(completed))
-                return 0;
-        unsigned char b = json_is_true(completed) ? 1 : 0;
+        put_string(&o, p->event_id);
+        put_string(&o, p->user_id);
+        put_string(&o, p->track_id);
+        put_long(&o, p->played_at);
+        put_long(&o, p->duration_played_ms);
+        unsigned char b = p->completed ? 1 : 0;
         put_bytes(&o, &b, 1);
-        if (!put_string(&o, event, "source") || !put_string(&o, event, "device_type"))
-                return 0;
-        if (!playlist || json_is_null(playlist)) {
+        put_string(&o, p->source);
+        put_string(&o, p->device_type);
+        if (!p->source_playlist_id[0]) {
                 put_long(&o, 0); /* union branch 0: null */
         } else {
                 put_long(&o, 1); /* branch 1: string */
-                if (!put_string(&o, event, "source_playlist_id"))
-                        return 0;
+                put_string(&o, p->source_playlist_id);
         }
         return o.overflow ? 0 : (size_t)(o.p - out);
 }

@@ -109,16 +109,16 @@ static void test_bodies(void **state)
         const char *arr = "[{" BASE "},{\"x\":1},{" BASE "}]";
         assert_int_equal(plays_parse(arr, strlen(arr), false, &rules, &b, err, sizeof(err)), 0);
         assert_int_equal(b.n, 3);
-        assert_non_null(b.items[0].event);
-        assert_null(b.items[1].event);
+        assert_true(b.items[0].ok);
+        assert_false(b.items[1].ok);
         assert_non_null(strstr(b.items[1].error, "unknown field 'x'"));
-        assert_non_null(b.items[2].event);
+        assert_true(b.items[2].ok);
         plays_batch_free(&b);
 
         const char *nd = "{" BASE "}\n\n{not json}\r\n{" BASE "}";
         assert_int_equal(plays_parse(nd, strlen(nd), true, &rules, &b, err, sizeof(err)), 0);
         assert_int_equal(b.n, 3);
-        assert_null(b.items[1].event);
+        assert_false(b.items[1].ok);
         assert_non_null(strstr(b.items[1].error, "invalid JSON"));
         plays_batch_free(&b);
 
@@ -184,6 +184,93 @@ static void test_reasons(void **state)
         plays_batch_free(&b);
 }
 
+/* The scanner (plays_parse) and the jansson reference answer alike, whether the
+ * scanner takes a body or hands it over. */
+static void assert_same_parse(const char *body, bool ndjson)
+{
+        struct plays_batch a, b;
+        char ea[256] = "", eb[256] = "";
+        int ra = plays_parse(body, strlen(body), ndjson, &rules, &a, ea, sizeof(ea));
+        int rb = plays_parse_reference(body, strlen(body), ndjson, &rules, &b, eb, sizeof(eb));
+        if (ra != rb)
+                fail_msg("%s: rc %d vs %d (%s / %s)", body, ra, rb, ea, eb);
+        if (ra != 0) {
+                assert_string_equal(ea, eb);
+                return;
+        }
+        assert_int_equal(a.n, b.n);
+        for (size_t i = 0; i < a.n; i++) {
+                struct plays_item *x = &a.items[i], *y = &b.items[i];
+                if (x->ok != y->ok)
+                        fail_msg("%s: item %zu ok %d vs %d", body, i, x->ok, y->ok);
+                if (!x->ok) {
+                        assert_string_equal(x->error, y->error);
+                        assert_string_equal(x->reason, y->reason);
+                        continue;
+                }
+                assert_int_equal(x->play.event_id_generated, y->play.event_id_generated);
+                if (x->play.event_id_generated)
+                        memcpy(x->play.event_id, y->play.event_id, sizeof(x->play.event_id));
+                assert_memory_equal(&x->play, &y->play, sizeof(x->play));
+        }
+        plays_batch_free(&a);
+        plays_batch_free(&b);
+}
+
+static void test_scanner_matches_reference(void **state)
+{
+        (void)state;
+        static const char *json[] = {
+            "{" BASE "}",
+            " \t\r\n[ {" BASE "} ,\n{ " BASE " , \"completed\" : true } ]\n",
+            "{" BASE ",\"event_id\":\"AAAAAAAA-1111-4111-8111-111111111111\",\"completed\":false,"
+            "\"played_at\":\"2026-05-28T20:26:00.250+01:00\",\"source_playlist_id\":\"" T1 "\"}",
+            "{" BASE ",\"event_id\":null,\"played_at\":null,\"completed\":null,"
+            "\"source_playlist_id\":null}",
+            "{" BASE ",\"completed\":null,\"completed\":true}",
+            "{" BASE ",\"completed\":true,\"completed\":null}",
+            "{" BASE ",\"completed\":true,\"completed\":false}",
+            "{\"user_id\":null," BASE "}",
+            "{" BASE ",\"user_id\":null}",
+            "{" BASE ",\"source\":\"\\u0061lbum\"}",
+            "{" BASE ",\"source\":\"alb\\\"um\"}",
+            "{" BASE ",\"duration_played_ms\":1.0}",
+            "{" BASE ",\"duration_played_ms\":1e3}",
+            "{" BASE ",\"duration_played_ms\":-0}",
+            "{" BASE ",\"duration_played_ms\":0}",
+            "{" BASE ",\"duration_played_ms\":01}",
+            "{" BASE ",\"duration_played_ms\":86400001}",
+            "{" BASE ",\"duration_played_ms\":123456789012345678901234}",
+            "{" BASE ",\"completed\":truex}",
+            "{" BASE ",\"completed\":1}",
+            "{" BASE ",\"x\":{\"y\":[1,2]}}",
+            "{" BASE "} x",
+            "{" BASE "}{}",
+            "[{" BASE "},]",
+            "[{" BASE "},{}]",
+            "[{" BASE "},42]",
+            "[{" BASE "},{" BASE ",\"played_at\":\"2036-01-01T00:00:00Z\"}]",
+            "[{" BASE "},{" BASE ",\"played_at\":\"2016-01-01T00:00:00Z\"}]",
+            "[{" BASE "},{" BASE ",\"played_at\":\"yesterday\"}]",
+            "{" BASE ",\"device_type\":\"TV\"}",
+            "{" BASE ",\"source\":\"caf\xc3\xa9\"}",
+            "\xef\xbb\xbf{" BASE "}",
+            "[{" BASE "},{" BASE "},{" BASE "}]",
+            "[{" BASE "},{" BASE "},{" BASE "},{" BASE "}]",
+            "{" BASE ",\"user_id\":\"" U1 "\"}",
+            "{}",
+            "[]",
+            "",
+            "{" BASE,
+        };
+        for (size_t i = 0; i < sizeof(json) / sizeof(json[0]); i++) {
+                assert_same_parse(json[i], false);
+                assert_same_parse(json[i], true);
+        }
+        assert_same_parse("{" BASE "}\n\n {" BASE "} \r\n\v{" BASE "}", true);
+        assert_same_parse("{" BASE "}\n[{" BASE "}]", true);
+}
+
 static struct qz_avro_registry *load_registry(void)
 {
         char dir[1024], err[256];
@@ -215,17 +302,20 @@ static void test_playenc_matches_avro(void **state)
         for (size_t i = 0; i < sizeof(items) / sizeof(items[0]); i++) {
                 char err[256];
                 json_t *item = json_loads(items[i], 0, NULL);
-                json_t *ev = plays_validate(item, &rules, err, sizeof(err));
+                struct play p;
+                const char *reason;
+                assert_int_equal(plays_check(item, &rules, &p, &reason, err, sizeof(err)), 0);
+                json_t *ev = plays_to_json(&p);
                 assert_non_null(ev);
                 unsigned char *want = NULL, got[512];
                 size_t want_len = 0;
                 assert_int_equal(qz_avro_encode_json(s, ev, &want, &want_len, err, sizeof(err)), 0);
-                size_t n = playenc_encode(qz_avro_schema_fingerprint(s), ev, got, sizeof(got));
+                size_t n = playenc_encode(qz_avro_schema_fingerprint(s), &p, got, sizeof(got));
                 assert_int_equal(n, want_len);
                 assert_memory_equal(got, want, n);
                 assert_true(n <= PLAYENC_MAX(4 * 36 + 2 * 32));
                 /* too small a buffer is refused, not overrun */
-                assert_int_equal(playenc_encode(qz_avro_schema_fingerprint(s), ev, got, n - 1), 0);
+                assert_int_equal(playenc_encode(qz_avro_schema_fingerprint(s), &p, got, n - 1), 0);
                 free(want);
                 json_decref(ev);
                 json_decref(item);
@@ -263,6 +353,7 @@ int main(void)
             cmocka_unit_test(test_event_fields),
             cmocka_unit_test(test_bodies),
             cmocka_unit_test(test_reasons),
+            cmocka_unit_test(test_scanner_matches_reference),
             cmocka_unit_test(test_playenc_matches_avro),
             cmocka_unit_test(test_trackids),
         };

@@ -50,6 +50,7 @@ struct worker {
         int64_t deadline_ns;
         int64_t count_from_ns; /* warm-up: requests finishing earlier are not counted */
         long plays, errors;
+        long e429, e503; /* of errors: overloaded, unavailable (http mode) */
         uint32_t *lat_us;
         size_t nlat, caplat;
         void *ctx; /* mode-specific */
@@ -217,6 +218,8 @@ static void *http_worker(void *arg)
                         lat_add(w, qz_clock_mono_ns() - t0);
                 } else {
                         w->errors++;
+                        w->e429 += status == 429;
+                        w->e503 += status == 503;
                         if (status < 0) { /* reconnect */
                                 close(fd);
                                 fd = connect_to(t);
@@ -434,12 +437,14 @@ int main(int argc, char **argv)
         usleep((useconds_t)((t0 - qz_clock_mono_ns()) / 1000));
         for (int i = 0; i < o.npids; i++)
                 ticks0[i] = cpu_ticks(o.pids[i]);
-        long plays = 0, errors = 0;
+        long plays = 0, errors = 0, e429 = 0, e503 = 0;
         size_t nlat = 0;
         for (int i = 0; i < o.connections; i++) {
                 pthread_join(w[i].th, NULL);
                 plays += w[i].plays;
                 errors += w[i].errors;
+                e429 += w[i].e429;
+                e503 += w[i].e503;
                 nlat += w[i].nlat;
         }
         double secs = (double)(qz_clock_mono_ns() - t0) / 1e9;
@@ -456,6 +461,8 @@ int main(int argc, char **argv)
         printf("%s: %.0f plays/s (%ld plays in %.1f s, %d connections, batch %d), "
                "latency p50 %.2f ms p99 %.2f ms, errors %ld",
                o.mode, plays / secs, plays, secs, o.connections, o.batch, p50, p99, errors);
+        if (e429 || e503)
+                printf(" (%ld of them 429 overloaded, %ld 503 unavailable)", e429, e503);
         long hz = sysconf(_SC_CLK_TCK);
         for (int i = 0; i < o.npids; i++) {
                 long t = cpu_ticks(o.pids[i]);
