@@ -5,7 +5,8 @@
 #      users) vs one run of the old system's SQL recompute of trending_tracks, same Postgres;
 #  (b) restore from the checkpoint (window + offsets) after a restart, same data;
 #  (c) memory per million distinct (track, user) pairs (qz_trending_window_bytes / pairs);
-#  (d) ranker CPU per second while staying fresh (publishing every second, no input) vs the
+#  (d) ranker CPU per second while staying fresh (publishing every second, no input: the
+#      unchanged ranking only moves meta.calculated_at, docs/trending-ranker.md) vs the
 #      old SQL run once per second (its wall time per run: CPU of a backend running it);
 #  (e) freshness under load: qz-loadgen produces plays into plays.v1 at its full rate for
 #      QZ_BENCH_SECONDS; the ranker's freshness gauge (now - newest produced play visible in

@@ -27,8 +27,8 @@
 static struct {
         struct qz_service_cfg svc;
         const char *group_id, *topic, *instance;
-        long nparts, bucket_s, now_ms, publish_ms, snapshot_ms, checkpoint_ms, max_list, pg_top,
-            batch_size;
+        long nparts, bucket_s, now_ms, publish_ms, refresh_ms, snapshot_ms, checkpoint_ms, max_list,
+            pg_top, batch_size;
         bool jobs;
 } cfg;
 
@@ -49,6 +49,8 @@ static const struct qz_cfg_entry cfg_table[] = {
      "pin \"now\" (epoch ms) for tests; 0 = the clock"},
     {"QOQNUZ_TRENDING_PUBLISH_MS", QZ_CFG_INT, "1000", 50, 3600000, &cfg.publish_ms,
      "Redis publish interval"},
+    {"QOQNUZ_TRENDING_REFRESH_MS", QZ_CFG_INT, "60000", 50, 86400000, &cfg.refresh_ms,
+     "rewrite the unchanged lists at least this often (else only meta.calculated_at moves)"},
     {"QOQNUZ_TRENDING_SNAPSHOT_MS", QZ_CFG_INT, "60000", 100, 86400000, &cfg.snapshot_ms,
      "trending_tracks snapshot interval"},
     {"QOQNUZ_TRENDING_CHECKPOINT_MS", QZ_CFG_INT, "5000", 100, 3600000, &cfg.checkpoint_ms,
@@ -134,6 +136,7 @@ int main(int argc, char **argv)
                                     .bucket_ms = cfg.bucket_s * 1000,
                                     .fixed_now_ms = cfg.now_ms,
                                     .publish_ms = cfg.publish_ms,
+                                    .refresh_ms = cfg.refresh_ms,
                                     .snapshot_ms = cfg.snapshot_ms,
                                     .checkpoint_ms = cfg.checkpoint_ms,
                                     .max_list = cfg.max_list,
@@ -170,7 +173,7 @@ int main(int argc, char **argv)
                                               .metrics = metrics,
                                               .idle_cb = ranker_idle_cb,
                                               .idle_opaque = ranker,
-                                              .idle_interval_ms = 100,
+                                              .idle_interval_ms = 250,
                                               .assign_cb = ranker_assign_cb,
                                               .revoke_cb = ranker_revoke_cb,
                                               .rebalance_opaque = ranker};

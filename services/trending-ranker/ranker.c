@@ -46,7 +46,13 @@ struct ranker {
         int64_t *next_off; /* per partition: the next offset to consume (what the window holds) */
         int64_t next_ckpt;
         int64_t newest_ts; /* newest Kafka timestamp applied */
-        int64_t next_publish, next_snapshot, next_catalog;
+        int64_t next_publish, next_snapshot, next_catalog, next_ping;
+        /* Skipping unchanged publishes: the ranking can only change when a play is added, the
+         * hour (bucket) turns, the catalog or the owned partitions change. */
+        bool dirty;
+        int64_t pub_bucket;   /* the bucket of the last full publish */
+        int64_t next_refresh; /* full rewrite due (even if unchanged) */
+        char pub_calc[40];    /* meta.calculated_at as last written by this instance */
         atomic_bool redis_ok;
         /* the last merged top rows, for the job thread */
         pthread_mutex_t mu;
@@ -79,6 +85,7 @@ struct ranker *ranker_new(const struct ranker_config *cfg, struct qz_pg *pg, str
         r->redis = redis;
         r->avro = avro;
         r->schema = qz_avro_schema_get(avro, "PlayEvent");
+        r->dirty = true;
         pthread_mutex_init(&r->mu, NULL);
         pthread_cond_init(&r->cv, NULL);
         snprintf(prefix, sizeof(prefix), "qoqnuz:trending:internal:tmp:%s:", cfg->instance_id);
@@ -173,6 +180,8 @@ static int play_from_event(const json_t *ev, struct window_play *p)
 
 static void count(struct ranker *r, enum window_result res)
 {
+        if (res == WINDOW_ADDED)
+                r->dirty = true;
         qz_metric_inc(res == WINDOW_ADDED       ? r->m_added
                       : res == WINDOW_DUPLICATE ? r->m_dup
                       : res == WINDOW_TOO_OLD   ? r->m_old
@@ -223,7 +232,12 @@ void ranker_idle_cb(void *opaque)
 {
         struct ranker *r = opaque;
         char err[256];
-        qz_pg_ping(r->pg, err, sizeof(err));
+        int64_t mono = qz_clock_mono_ms();
+        /* a ping per second notices Postgres coming back; more would only cost CPU */
+        if (mono >= r->next_ping) {
+                qz_pg_ping(r->pg, err, sizeof(err));
+                r->next_ping = mono + 1000;
+        }
         tick(r);
 }
 
@@ -394,6 +408,50 @@ static int checkpoint(struct ranker *r, const bool *mask)
         return 0;
 }
 
+static void maybe_snapshot(struct ranker *r, int64_t mono)
+{
+        char err[512];
+        if (mono < r->next_snapshot)
+                return;
+        /* Postgres down: Redis keeps updating; the snapshot retries next interval */
+        if (snapshot(r, r->pg, err, sizeof(err)) != 0) {
+                qz_metric_inc(r->m_snap_fail);
+                qz_warn("trending_tracks snapshot: %s", err);
+                r->next_snapshot = mono + 1000;
+        } else {
+                r->next_snapshot = mono + r->cfg.snapshot_ms;
+        }
+}
+
+/* The ranking is unchanged since the last full publish: only meta.calculated_at moves (the
+ * lists are current as of it). Compare-and-set on the value this instance wrote last, so a
+ * Redis that restarted, was flushed or was written by someone else gets a full publish.
+ * 1 = refreshed, 0 = a full publish is needed, -1 = Redis error. */
+static int refresh_meta(struct ranker *r, int64_t now)
+{
+        char calc[40], err[256];
+        redisReply *rep = NULL;
+        qz_time_format(now, calc, sizeof(calc));
+        const char *argv[] = {"EVAL",
+                              "if redis.call('HGET', KEYS[1], 'calculated_at') == ARGV[1] then "
+                              "redis.call('HSET', KEYS[1], 'calculated_at', ARGV[2]) return 1 end "
+                              "return 0",
+                              "1",
+                              "qoqnuz:trending:meta",
+                              r->pub_calc,
+                              calc};
+        if (qz_redis_command_argv(r->redis, REDIS_REPLY_INTEGER, &rep, err, sizeof(err), 6, argv,
+                                  NULL) != 0) {
+                qz_warn("redis: refreshing meta: %s", err);
+                return -1;
+        }
+        int ok = rep->integer == 1;
+        freeReplyObject(rep);
+        if (ok)
+                snprintf(r->pub_calc, sizeof(r->pub_calc), "%s", calc);
+        return ok;
+}
+
 static void tick(struct ranker *r)
 {
         int64_t mono = qz_clock_mono_ms(), now = now_ms(r);
@@ -414,6 +472,8 @@ static void tick(struct ranker *r)
                 long changed = 0;
                 if (qz_catalog_refresh(r->cat, r->pg, &changed, err, sizeof(err)) != 0)
                         qz_warn("catalog refresh: %s", err);
+                if (changed > 0)
+                        r->dirty = true; /* titles, genres: the hashes and genre lists */
                 r->next_catalog = mono + CATALOG_REFRESH_MS;
         }
         struct window_stats st;
@@ -425,6 +485,26 @@ static void tick(struct ranker *r)
         qz_metric_set(r->m_bytes, (double)st.bytes);
 
         bool all = owns_all(r);
+        if (all && !job && !r->dirty && r->cfg.refresh_ms > 0 && mono < r->next_refresh &&
+            window_cur_bucket(r->w) == r->pub_bucket) {
+                int m = refresh_meta(r, now);
+                if (m == 1) {
+                        atomic_store(&r->redis_ok, true);
+                        pthread_mutex_lock(&r->mu);
+                        r->rows_calc_ms = now; /* the same rows, current as of now */
+                        pthread_mutex_unlock(&r->mu);
+                        if (r->newest_ts > 0)
+                                qz_metric_set(r->m_fresh,
+                                              (double)(qz_time_now_ms() - r->newest_ts) / 1000.0);
+                        maybe_snapshot(r, mono);
+                        return;
+                }
+                if (m < 0) {
+                        atomic_store(&r->redis_ok, false);
+                        return;
+                }
+                /* m == 0: Redis lost or changed the lists: publish them in full below */
+        }
         if (!all) {
                 write_partials(r);
                 if (qz_redis_exec(r->redis, NULL, NULL, err, sizeof(err)) != 0) {
@@ -458,28 +538,25 @@ static void tick(struct ranker *r)
         if (rank_build(&r->merge, r->w, &items, &n) != 0)
                 return;
         keep_rows(r, items, n, now, req);
+        int64_t bucket = window_cur_bucket(r->w);
         if (publish_redis(r->pub, r->w, r->cat, items, n, now, "stream", err, sizeof(err)) != 0) {
+                r->dirty = true;
                 qz_metric_inc(r->m_publish_fail);
                 qz_warn("redis publish: %s", err);
                 atomic_store(&r->redis_ok, false);
         } else {
                 atomic_store(&r->redis_ok, true);
+                r->dirty = false;
+                r->pub_bucket = bucket;
+                r->next_refresh = mono + r->cfg.refresh_ms;
+                qz_time_format(now, r->pub_calc, sizeof(r->pub_calc));
                 qz_metric_observe(r->m_publish_s, (double)(qz_clock_mono_ns() - t0) / 1e9);
                 if (r->merge.newest_ms > 0)
                         qz_metric_set(r->m_fresh,
                                       (double)(qz_time_now_ms() - r->merge.newest_ms) / 1000.0);
         }
         free(items);
-        if (mono >= r->next_snapshot) {
-                /* Postgres down: Redis keeps updating; the snapshot retries next interval */
-                if (snapshot(r, r->pg, err, sizeof(err)) != 0) {
-                        qz_metric_inc(r->m_snap_fail);
-                        qz_warn("trending_tracks snapshot: %s", err);
-                        r->next_snapshot = mono + 1000;
-                } else {
-                        r->next_snapshot = mono + r->cfg.snapshot_ms;
-                }
-        }
+        maybe_snapshot(r, mono);
 }
 
 int ranker_job_calculate(void *opaque, struct qz_pg *pg, const char *run_id, const json_t *params,
@@ -518,8 +595,22 @@ int ranker_job_calculate(void *opaque, struct qz_pg *pg, const char *run_id, con
 
 /* ---- assignment: rebuild from play_history --------------------------------- */
 
+/* A binary timestamptz: big-endian int64 microseconds since 2000-01-01 UTC. */
+static int64_t pg_timestamptz_ms(const uint8_t *b)
+{
+        uint64_t u = 0;
+        for (int i = 0; i < 8; i++)
+                u = u << 8 | b[i];
+        int64_t us = (int64_t)u;
+        int64_t ms = us / 1000 - (us % 1000 < 0); /* floor */
+        return ms + 946684800000LL;
+}
+
+#define FETCH_SQL "FETCH 50000 FROM trending_rebuild"
+
 static int rebuild(struct ranker *r, const bool *want)
 {
+        PGconn *conn = qz_pg_conn(r->pg);
         char err[512], lower[40], n_s[32], secs[32];
         int64_t t0 = qz_clock_mono_ms(), now = now_ms(r);
         long loaded = 0;
@@ -532,30 +623,55 @@ static int rebuild(struct ranker *r, const bool *want)
         if (qz_pg_begin(r->pg, err, sizeof(err)) != 0)
                 goto fail;
         if (!(res = qz_pg_query(r->pg,
+                                /* binary rows: uuids as 16 bytes and the timestamp as
+                                 * an int64, no text formatting or parsing on either side */
                                 "DECLARE trending_rebuild NO SCROLL CURSOR FOR "
-                                "SELECT event_id, user_id, track_id, "
-                                "(extract(epoch FROM played_at) * 1000)::bigint "
+                                "SELECT event_id, user_id, track_id, played_at "
                                 "FROM play_history WHERE played_at >= $1::timestamptz",
                                 1, params, err, sizeof(err))))
                 goto fail_tx;
         PQclear(res);
+        /* Pipelined: the next FETCH is sent before this one's rows are added, and its
+         * rows are read off the socket while adding (PQconsumeInput), so Postgres produces
+         * them while this thread fills the window. */
+        if (!PQsendQueryParams(conn, FETCH_SQL, 0, NULL, NULL, NULL, NULL, 1)) {
+                snprintf(err, sizeof(err), "fetch: %s", PQerrorMessage(conn));
+                goto fail_tx;
+        }
         for (;;) {
-                if (!(res = qz_pg_query(r->pg, "FETCH 20000 FROM trending_rebuild", 0, NULL, err,
-                                        sizeof(err))))
+                PGresult *extra;
+                res = PQgetResult(conn);
+                while ((extra = PQgetResult(conn)))
+                        PQclear(extra);
+                if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
+                        snprintf(err, sizeof(err), "fetch: %s", PQerrorMessage(conn));
+                        PQclear(res);
                         goto fail_tx;
+                }
                 int rows = PQntuples(res);
+                if (rows > 0 && !PQsendQueryParams(conn, FETCH_SQL, 0, NULL, NULL, NULL, NULL, 1)) {
+                        snprintf(err, sizeof(err), "fetch: %s", PQerrorMessage(conn));
+                        PQclear(res);
+                        goto fail_tx;
+                }
                 for (int i = 0; i < rows; i++) {
                         struct window_play p;
-                        const char *user = PQgetvalue(res, i, 1);
-                        int part = rd_kafka_msg_partitioner_murmur2(NULL, user, strlen(user),
-                                                                    r->cfg.nparts, NULL, NULL);
+                        char user[37];
+                        if ((i & 4095) == 0)
+                                PQconsumeInput(conn);
+                        if (PQgetlength(res, i, 0) != 16 || PQgetlength(res, i, 1) != 16 ||
+                            PQgetlength(res, i, 2) != 16 || PQgetlength(res, i, 3) != 8)
+                                continue;
+                        memcpy(p.user_id, PQgetvalue(res, i, 1), 16);
+                        /* the producer keys plays by the user id's canonical text */
+                        uuid_unparse_lower(p.user_id, user);
+                        int part = rd_kafka_msg_partitioner_murmur2(NULL, user, 36, r->cfg.nparts,
+                                                                    NULL, NULL);
                         if (!want[part])
                                 continue;
-                        if (uuid_parse(PQgetvalue(res, i, 0), p.event_id) != 0 ||
-                            uuid_parse(user, p.user_id) != 0 ||
-                            uuid_parse(PQgetvalue(res, i, 2), p.track_id) != 0)
-                                continue;
-                        p.played_at_ms = strtoll(PQgetvalue(res, i, 3), NULL, 10);
+                        memcpy(p.event_id, PQgetvalue(res, i, 0), 16);
+                        memcpy(p.track_id, PQgetvalue(res, i, 2), 16);
+                        p.played_at_ms = pg_timestamptz_ms((const uint8_t *)PQgetvalue(res, i, 3));
                         /* journaled: the first checkpoint after a rebuild holds all of it */
                         if (window_add(r->w, part, &p, true) == WINDOW_ADDED)
                                 loaded++;
@@ -672,6 +788,7 @@ void ranker_assign_cb(void *opaque, rd_kafka_topic_partition_list_t *parts)
                 sleep(1);
         }
         free(want);
+        r->dirty = true;
         r->next_publish = 0;
         r->next_ckpt = 0; /* a rebuild's plays reach the checkpoint right away */
 }
@@ -698,4 +815,5 @@ void ranker_revoke_cb(void *opaque, const rd_kafka_topic_partition_list_t *parts
                 window_drop_part(r->w, tp->partition);
                 r->owned[tp->partition] = false;
         }
+        r->dirty = true;
 }

@@ -33,6 +33,7 @@ struct ranker_config {
         int64_t bucket_ms;       /* window bucket width */
         int64_t fixed_now_ms;    /* 0 = the wall clock (tests pin "now") */
         long publish_ms;         /* Redis publish interval */
+        long refresh_ms;         /* full rewrite of unchanged lists at least this often */
         long snapshot_ms;        /* trending_tracks interval */
         long checkpoint_ms;      /* window + offsets checkpoint interval */
         long max_list;           /* ZSET length */
