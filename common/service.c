@@ -1,6 +1,8 @@
 /* service.c - what every service's main() shares: common settings, start-up, the "up" line. */
 #include "service.h"
 
+#include "avro.h"
+#include "metrics.h"
 #include "pg.h"
 #include "sig.h"
 #include "version.h"
@@ -57,4 +59,27 @@ void qz_service_pg_idle_cb(void *pg)
 {
         char err[512];
         qz_pg_ping(pg, err, sizeof(err));
+}
+
+int qz_service_open(const struct qz_service_cfg *c, const char *app_name,
+                    struct qz_avro_registry **avro, struct qz_metrics **metrics, struct qz_pg **pg)
+{
+        char err[512];
+        if (qz_avro_registry_load(c->schema_dir, avro, err, sizeof(err)) != 0) {
+                qz_error("schemas: %s", err);
+                return -1;
+        }
+        if (!(*metrics = qz_metrics_new())) {
+                qz_error("out of memory");
+                return -1;
+        }
+        if (!pg)
+                return 0;
+        struct qz_pg_opts po = {.dsn = c->pg_dsn, .application_name = app_name};
+        if (!(*pg = qz_pg_new(&po, err, sizeof(err)))) {
+                qz_error("postgres: %s", err);
+                return -1;
+        }
+        qz_pg_connect(*pg, err, sizeof(err)); /* early, for readiness; failures retry later */
+        return 0;
 }

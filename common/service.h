@@ -72,6 +72,18 @@ void qz_service_init(const char *name, const char *purpose, int argc, char **arg
 struct qz_http_server *qz_service_http_start(const struct qz_http_options *ho, ...)
     __attribute__((sentinel));
 
+struct qz_avro_registry;
+struct qz_metrics;
+struct qz_pg;
+
+/* Loads the Avro schemas (c->schema_dir), creates the metrics registry and,
+ * when pg is not NULL, the Postgres handle named app_name, connecting early so
+ * /readyz is right from the start (an unreachable Postgres only logs; the
+ * handle retries by itself). 0, or -1 after logging what failed; whatever was
+ * created is left in the out pointers for the caller's cleanup. */
+int qz_service_open(const struct qz_service_cfg *c, const char *app_name,
+                    struct qz_avro_registry **avro, struct qz_metrics **metrics, struct qz_pg **pg);
+
 /* A consume-loop idle hook (qz_kafka_consumer_config.idle_cb) that pings the
  * struct qz_pg given as its opaque, so a Postgres that came back is noticed
  * (and readiness turns true) without waiting for traffic. */

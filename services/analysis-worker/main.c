@@ -138,17 +138,8 @@ int main(int argc, char **argv)
         qz_service_init("analysis-worker", "background_tasks relay and audio analysis", argc, argv,
                         cfg_table, &cfg.svc);
 
-        if (qz_avro_registry_load(cfg.svc.schema_dir, &avro, err, sizeof(err)) != 0) {
-                qz_error("schemas: %s", err);
+        if (qz_service_open(&cfg.svc, "analysis-worker-relay", &avro, &metrics, &pg) != 0)
                 goto fail;
-        }
-        metrics = qz_metrics_new();
-        struct qz_pg_opts po = {.dsn = cfg.svc.pg_dsn, .application_name = "analysis-worker-relay"};
-        if (!metrics || !(pg = qz_pg_new(&po, err, sizeof(err)))) {
-                qz_error("postgres: %s", err);
-                goto fail;
-        }
-        qz_pg_connect(pg, err, sizeof(err)); /* early, for readiness; failures retry later */
         qz_pg_listen(pg, "background_task_queued", err, sizeof(err));
 
         struct qz_kafka_producer_config pc = {

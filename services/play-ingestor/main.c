@@ -89,12 +89,7 @@ int main(int argc, char **argv)
         qz_service_init("play-ingestor", "POST /v1/plays into Kafka", argc, argv, cfg_table,
                         &cfg.svc);
 
-        if (qz_avro_registry_load(cfg.svc.schema_dir, &avro, err, sizeof(err)) != 0) {
-                qz_error("schemas: %s", err);
-                goto fail;
-        }
-        metrics = qz_metrics_new();
-        if (!metrics)
+        if (qz_service_open(&cfg.svc, NULL, &avro, &metrics, NULL) != 0)
                 goto fail;
         if (cfg.catalog_refresh_s > 0) {
                 struct trackset_config cc = {.pg_dsn = cfg.svc.pg_dsn,

@@ -116,17 +116,8 @@ int main(int argc, char **argv)
         if (reconcile)
                 return reconcile_once();
 
-        if (qz_avro_registry_load(cfg.svc.schema_dir, &avro, err, sizeof(err)) != 0) {
-                qz_error("schemas: %s", err);
+        if (qz_service_open(&cfg.svc, "stats-aggregator", &avro, &metrics, &pg) != 0)
                 goto fail;
-        }
-        metrics = qz_metrics_new();
-        struct qz_pg_opts po = {.dsn = cfg.svc.pg_dsn, .application_name = "stats-aggregator"};
-        if (!metrics || !(pg = qz_pg_new(&po, err, sizeof(err)))) {
-                qz_error("postgres: %s", err);
-                goto fail;
-        }
-        qz_pg_connect(pg, err, sizeof(err)); /* early, for readiness; failures retry later */
 
         struct qz_kafka_producer_config pc = {
             .brokers = cfg.svc.brokers, .client_id = "stats-aggregator-dlq", .metrics = metrics};

@@ -119,17 +119,8 @@ int main(int argc, char **argv)
                 snprintf(instance, sizeof(instance), "%s-%d", host, (int)getpid());
         }
 
-        if (qz_avro_registry_load(cfg.svc.schema_dir, &avro, err, sizeof(err)) != 0) {
-                qz_error("schemas: %s", err);
+        if (qz_service_open(&cfg.svc, "trending-ranker", &avro, &metrics, &pg) != 0)
                 goto fail;
-        }
-        metrics = qz_metrics_new();
-        struct qz_pg_opts po = {.dsn = cfg.svc.pg_dsn, .application_name = "trending-ranker"};
-        if (!metrics || !(pg = qz_pg_new(&po, err, sizeof(err)))) {
-                qz_error("postgres: %s", err);
-                goto fail;
-        }
-        qz_pg_connect(pg, err, sizeof(err)); /* early, for readiness; failures retry later */
         if (!(redis = qz_redis_new(&cfg.svc.redis, 2000)))
                 goto fail;
         struct ranker_config rc_ = {.nparts = (int)cfg.nparts,
