@@ -17,6 +17,8 @@
 
 #define CHUNK_FRAMES 4096
 
+/* curl_global_init is not thread-safe and must run once per process before any
+ * handle: the worker threads race to the first fetch, so it runs under this once. */
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static void curl_init_once(void)
 {
