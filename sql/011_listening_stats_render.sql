@@ -64,8 +64,10 @@ CREATE TABLE listening_stats_dirty (
         marked_at timestamptz NOT NULL DEFAULT now()
 );
 
--- Existing history (a database that ran 010): totals from play_history; its stats rows are
--- already current, so nothing is marked.
+-- user_play_totals recomputed from play_history: the backfill below and the reconcile both
+-- use it (the caller empties the table first when it already holds rows).
+CREATE FUNCTION listening_stats_totals_from_history() RETURNS void
+LANGUAGE sql AS $$
 INSERT INTO user_play_totals (user_id, plays, ms, h00, h01, h02, h03, h04, h05, h06, h07, h08, h09, h10, h11, h12, h13, h14, h15, h16, h17, h18, h19, h20, h21, h22, h23, d0, d1, d2, d3, d4, d5, d6)
 SELECT user_id, count(*), coalesce(sum(duration_played_ms), 0),
        count(*) FILTER (WHERE extract(hour FROM played_at AT TIME ZONE 'UTC') = 0),
@@ -100,6 +102,11 @@ SELECT user_id, count(*), coalesce(sum(duration_played_ms), 0),
                        count(*) FILTER (WHERE extract(dow FROM played_at AT TIME ZONE 'UTC') = 5),
                        count(*) FILTER (WHERE extract(dow FROM played_at AT TIME ZONE 'UTC') = 6)
 FROM play_history GROUP BY user_id;
+$$;
+
+-- Existing history (a database that ran 010): totals from play_history; its stats rows are
+-- already current, so nothing is marked.
+SELECT listening_stats_totals_from_history();
 
 DROP FUNCTION listening_stats_merge_top(jsonb, jsonb, text, int);
 DROP FUNCTION listening_stats_add_counts(jsonb, jsonb);
@@ -341,40 +348,7 @@ BEGIN
         TRUNCATE user_track_plays, user_play_totals, listening_stats_dirty;
         INSERT INTO user_track_plays (user_id, track_id, plays)
                 SELECT user_id, track_id, count(*) FROM play_history GROUP BY 1, 2;
-        INSERT INTO user_play_totals (user_id, plays, ms, h00, h01, h02, h03, h04, h05, h06, h07, h08, h09, h10, h11, h12, h13, h14, h15, h16, h17, h18, h19, h20, h21, h22, h23, d0, d1, d2, d3, d4, d5, d6)
-                SELECT user_id, count(*), coalesce(sum(duration_played_ms), 0),
-                       count(*) FILTER (WHERE extract(hour FROM played_at AT TIME ZONE 'UTC') = 0),
-                       count(*) FILTER (WHERE extract(hour FROM played_at AT TIME ZONE 'UTC') = 1),
-                       count(*) FILTER (WHERE extract(hour FROM played_at AT TIME ZONE 'UTC') = 2),
-                       count(*) FILTER (WHERE extract(hour FROM played_at AT TIME ZONE 'UTC') = 3),
-                       count(*) FILTER (WHERE extract(hour FROM played_at AT TIME ZONE 'UTC') = 4),
-                       count(*) FILTER (WHERE extract(hour FROM played_at AT TIME ZONE 'UTC') = 5),
-                       count(*) FILTER (WHERE extract(hour FROM played_at AT TIME ZONE 'UTC') = 6),
-                       count(*) FILTER (WHERE extract(hour FROM played_at AT TIME ZONE 'UTC') = 7),
-                       count(*) FILTER (WHERE extract(hour FROM played_at AT TIME ZONE 'UTC') = 8),
-                       count(*) FILTER (WHERE extract(hour FROM played_at AT TIME ZONE 'UTC') = 9),
-                       count(*) FILTER (WHERE extract(hour FROM played_at AT TIME ZONE 'UTC') = 10),
-                       count(*) FILTER (WHERE extract(hour FROM played_at AT TIME ZONE 'UTC') = 11),
-                       count(*) FILTER (WHERE extract(hour FROM played_at AT TIME ZONE 'UTC') = 12),
-                       count(*) FILTER (WHERE extract(hour FROM played_at AT TIME ZONE 'UTC') = 13),
-                       count(*) FILTER (WHERE extract(hour FROM played_at AT TIME ZONE 'UTC') = 14),
-                       count(*) FILTER (WHERE extract(hour FROM played_at AT TIME ZONE 'UTC') = 15),
-                       count(*) FILTER (WHERE extract(hour FROM played_at AT TIME ZONE 'UTC') = 16),
-                       count(*) FILTER (WHERE extract(hour FROM played_at AT TIME ZONE 'UTC') = 17),
-                       count(*) FILTER (WHERE extract(hour FROM played_at AT TIME ZONE 'UTC') = 18),
-                       count(*) FILTER (WHERE extract(hour FROM played_at AT TIME ZONE 'UTC') = 19),
-                       count(*) FILTER (WHERE extract(hour FROM played_at AT TIME ZONE 'UTC') = 20),
-                       count(*) FILTER (WHERE extract(hour FROM played_at AT TIME ZONE 'UTC') = 21),
-                       count(*) FILTER (WHERE extract(hour FROM played_at AT TIME ZONE 'UTC') = 22),
-                       count(*) FILTER (WHERE extract(hour FROM played_at AT TIME ZONE 'UTC') = 23),
-                       count(*) FILTER (WHERE extract(dow FROM played_at AT TIME ZONE 'UTC') = 0),
-                       count(*) FILTER (WHERE extract(dow FROM played_at AT TIME ZONE 'UTC') = 1),
-                       count(*) FILTER (WHERE extract(dow FROM played_at AT TIME ZONE 'UTC') = 2),
-                       count(*) FILTER (WHERE extract(dow FROM played_at AT TIME ZONE 'UTC') = 3),
-                       count(*) FILTER (WHERE extract(dow FROM played_at AT TIME ZONE 'UTC') = 4),
-                       count(*) FILTER (WHERE extract(dow FROM played_at AT TIME ZONE 'UTC') = 5),
-                       count(*) FILTER (WHERE extract(dow FROM played_at AT TIME ZONE 'UTC') = 6)
-                FROM play_history GROUP BY user_id;
+        PERFORM listening_stats_totals_from_history();
         RETURN v_diff;
 END
 $$;
