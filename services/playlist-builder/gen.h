@@ -59,6 +59,19 @@ int pl_gen_build(struct pl_gen *g, const struct pl_request *rq, int64_t now_ms,
                  struct pl_playlist *out, char *errstr, size_t errstr_size);
 void pl_playlist_free(struct pl_playlist *p);
 
+/* Builds many requests as of one now_ms (a consumer batch): the scheduled four types from the
+ * catalog held in memory (catalog.c: reloaded when it changed) and one query for all their users'
+ * plays, every other type as pl_gen_build does. Each result is exactly what pl_gen_build returns
+ * for that request: res[i].rc 0 / 1 / -1 with res[i].err, res[i].pl. Returns 0, or -1 (errstr)
+ * when the shared loading failed (transient): nothing was built. */
+struct pl_gen_result {
+        int rc;
+        struct pl_playlist pl;
+        char err[512];
+};
+int pl_gen_build_batch(struct pl_gen *g, const struct pl_request *const *rqs, size_t n,
+                       int64_t now_ms, struct pl_gen_result *res, char *errstr, size_t errstr_size);
+
 /* The guide's four plus the parameterised generators. */
 bool pl_gen_type_known(const char *type);
 /* Time to live of a type's playlist in ms (24 h daily, 7 d weekly). */

@@ -48,7 +48,7 @@ static const struct qz_cfg_entry cfg_table[] = {
      &cfg.generated_topic, "PlaylistGenerated topic"},
     {"QOQNUZ_PLAYLIST_DLQ_TOPIC", QZ_CFG_STR, "plays.dlq.v1", 0, 0, &cfg.dlq_topic,
      "where undecodable requests go (RejectedEvent names the original topic)"},
-    {"QOQNUZ_PLAYLIST_BATCH_SIZE", QZ_CFG_INT, "50", 1, 10000, &cfg.batch_size,
+    {"QOQNUZ_PLAYLIST_BATCH_SIZE", QZ_CFG_INT, "500", 1, 10000, &cfg.batch_size,
      "requests per consumer batch"},
     {"QOQNUZ_PLAYLIST_BATCH_WAIT_MS", QZ_CFG_INT, "100", 1, 60000, &cfg.batch_wait_ms,
      "longest wait to fill a batch"},

@@ -96,23 +96,59 @@ struct item {
         int64_t ns; /* time spent on it */
 };
 
-/* Phase 1: builds one request (no transaction). 0, or -1 = transient (retry the batch). */
-static int build_one(struct pl_requests *r, struct item *it, int64_t now_ms)
+/* Phase 1: builds every decoded request as one batch (gen.c: the scheduled types from the
+ * in-memory catalog and one query for all users' plays; no transaction). 0, or -1 = transient
+ * (retry the batch). */
+static int build_all(struct pl_requests *r, struct item *items, size_t n, int64_t now_ms)
 {
         int64_t t0 = qz_clock_mono_ns();
-        int rc = pl_gen_build(r->cfg.gen, &it->rq, now_ms, &it->pl, it->err, sizeof(it->err));
-        if (rc < 0) {
-                const char *state = qz_pg_sqlstate(r->cfg.pg);
-                if (qz_pg_sqlstate_is_connection(state) || !state[0]) {
-                        qz_warn("request %s: building failed, will retry: %s", it->rq.request_id,
-                                it->err);
-                        return -1;
-                }
-                rc = 1; /* a query the request's values broke: its answer is an error */
+        const struct pl_request **rqs = calloc(n ? n : 1, sizeof(*rqs));
+        struct pl_gen_result *res = calloc(n ? n : 1, sizeof(*res));
+        size_t *idx = calloc(n ? n : 1, sizeof(*idx));
+        size_t k = 0;
+        int rc = -1;
+        char err[512];
+        if (!rqs || !res || !idx) {
+                qz_warn("building a batch of %zu requests: out of memory, will retry", n);
+                goto done;
         }
-        it->built = rc;
-        it->ns += qz_clock_mono_ns() - t0;
-        return 0;
+        for (size_t i = 0; i < n; i++)
+                if (items[i].ev) {
+                        idx[k] = i;
+                        rqs[k++] = &items[i].rq;
+                }
+        if (pl_gen_build_batch(r->cfg.gen, rqs, k, now_ms, res, err, sizeof(err)) != 0) {
+                qz_warn("building a batch of %zu requests failed, will retry: %s", k, err);
+                goto done;
+        }
+        for (size_t j = 0; j < k; j++) {
+                struct item *it = &items[idx[j]];
+                int brc = res[j].rc;
+                snprintf(it->err, sizeof(it->err), "%s", res[j].err);
+                if (brc < 0) {
+                        const char *state = qz_pg_sqlstate(r->cfg.pg);
+                        if (qz_pg_sqlstate_is_connection(state) || !state[0]) {
+                                qz_warn("request %s: building failed, will retry: %s",
+                                        it->rq.request_id, it->err);
+                                for (size_t x = j; x < k; x++)
+                                        pl_playlist_free(&res[x].pl);
+                                goto done;
+                        }
+                        brc = 1; /* a query the request's values broke: its answer is an error */
+                }
+                it->built = brc;
+                it->pl = res[j].pl; /* moved */
+                memset(&res[j].pl, 0, sizeof(res[j].pl));
+        }
+        int64_t per = k ? (qz_clock_mono_ns() - t0) / (int64_t)k : 0;
+        for (size_t j = 0; j < k; j++)
+                items[idx[j]].ns += per;
+        rc = 0;
+done:
+        free(rqs);
+        free(res);
+        free(idx);
+        return rc;
 }
 
 /* Phase 2, fast path: every request's outcome and notification, the runs' progress (one update
@@ -124,22 +160,48 @@ static int store_batch(struct pl_requests *r, struct item *items, size_t n)
         struct qz_pg *pg = r->cfg.pg;
         int64_t t0 = qz_clock_mono_ns();
         size_t stored = 0;
-        if (qz_pg_begin(pg, err, sizeof(err)) != 0)
-                goto transient;
+        const struct pl_request **rqs = calloc(n ? n : 1, sizeof(*rqs));
+        const struct pl_playlist **pls = calloc(n ? n : 1, sizeof(*pls));
+        const char **errs = calloc(n ? n : 1, sizeof(*errs));
+        struct pl_store_outcome *outs = calloc(n ? n : 1, sizeof(*outs));
+        size_t *idx = calloc(n ? n : 1, sizeof(*idx));
+        char state[8] = "";
+        int src = -1;
+        if (!rqs || !pls || !errs || !outs || !idx) {
+                snprintf(err, sizeof(err), "out of memory");
+                goto stored_all;
+        }
         for (size_t i = 0; i < n; i++) {
                 struct item *it = &items[i];
                 if (!it->ev)
                         continue;
-                if (pl_store_result_in_batch(pg, &it->rq, it->built == 0 ? &it->pl : NULL,
-                                             it->built == 0 ? NULL : it->err, &it->o, err,
-                                             sizeof(err)) != 0) {
-                        qz_pg_rollback(pg, NULL, 0);
-                        if (qz_pg_sqlstate_is_connection(it->o.sqlstate) || !it->o.sqlstate[0])
-                                goto transient;
-                        return 1;
-                }
+                idx[stored] = i;
+                rqs[stored] = &it->rq;
+                pls[stored] = it->built == 0 ? &it->pl : NULL;
+                errs[stored] = it->built == 0 ? NULL : it->err;
                 stored++;
         }
+        /* One statement per round for the whole batch (store.c), in one transaction. */
+        if (qz_pg_begin(pg, err, sizeof(err)) != 0)
+                goto stored_all;
+        if (pl_store_batch(pg, rqs, pls, errs, stored, outs, state, err, sizeof(err)) != 0) {
+                qz_pg_rollback(pg, NULL, 0);
+                src = qz_pg_sqlstate_is_connection(state) || !state[0] ? -1 : 1;
+                goto stored_all;
+        }
+        for (size_t j = 0; j < stored; j++)
+                items[idx[j]].o = outs[j];
+        src = 0;
+stored_all:
+        free(rqs);
+        free(pls);
+        free(errs);
+        free(outs);
+        free(idx);
+        if (src < 0)
+                goto transient;
+        if (src > 0)
+                return 1;
         /* The runs' progress, counted once per request first stored, with its effect. */
         for (size_t i = 0; i < n; i++) {
                 if (!items[i].ev || !items[i].o.counted)
@@ -258,10 +320,11 @@ int pl_requests_batch_cb(void *opaque, const struct qz_kafka_msg *msgs, size_t n
                         continue;
                 }
                 items[i].ev = ev;
-                if (build_one(r, &items[i], now_ms) != 0) {
-                        qz_metric_inc(r->retries);
-                        goto done;
-                }
+                items[i].built = -1; /* not built yet: nothing to free */
+        }
+        if (build_all(r, items, n, now_ms) != 0) {
+                qz_metric_inc(r->retries);
+                goto done;
         }
         int src = store_batch(r, items, n);
         if (src < 0) {
@@ -324,7 +387,7 @@ done:
                 free(keys[i]);
         }
         for (size_t i = 0; items && i < n; i++) {
-                if (items[i].built == 0)
+                if (items[i].ev && items[i].built == 0)
                         pl_playlist_free(&items[i].pl);
                 json_decref(items[i].ev);
         }

@@ -17,10 +17,16 @@ int pl_pool_push(struct pl_pool *p, const char *track_id, const char *artist_id,
                 p->cap = cap;
         }
         struct pl_cand *x = &p->c[p->n++];
-        memset(x, 0, sizeof(*x));
-        snprintf(x->track_id, sizeof(x->track_id), "%s", track_id);
-        snprintf(x->artist_id, sizeof(x->artist_id), "%s", artist_id ? artist_id : "");
+        /* strnlen + memcpy: the batch path pushes millions of candidates (snprintf showed). */
+        size_t lt = strnlen(track_id, PL_ID_LEN - 1),
+               la = artist_id ? strnlen(artist_id, PL_ID_LEN - 1) : 0;
+        memcpy(x->track_id, track_id, lt);
+        x->track_id[lt] = '\0';
+        if (la)
+                memcpy(x->artist_id, artist_id, la);
+        x->artist_id[la] = '\0';
         x->score = score;
+        x->source = 0;
         return 0;
 }
 

@@ -1,13 +1,47 @@
-/* store.c - one request's outcome in one transaction: playlist, generation, progress, notify. */
+/* store.c - requests' outcomes: playlist, generation, progress, notify; per request or set-based.
+ */
 #include "store.h"
 
 #include "jobs.h"
 #include "json.h"
 #include "pg.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+
+/* A batch's outcomes: the request log (claim), generations, smart_playlists and notifications in
+ * one statement. Data-modifying CTEs cannot see each other's rows, so the generation id is drawn
+ * up front (gid) and the log row is written complete; only claimed requests (RETURNING of c) get
+ * a playlist and a notification, as store_in_tx does. */
+#define BATCH_SQL                                                                                  \
+        "WITH x AS MATERIALIZED (SELECT x.*, gen_random_uuid() AS gid FROM "                       \
+        "jsonb_to_recordset($1::jsonb) AS x(i int, request_id uuid, user_id uuid, "                \
+        "playlist_type text, run_id uuid, ok boolean, error text, variant text, ids text, "        \
+        "n int, gen bigint, exp bigint, meta jsonb)), "                                            \
+        "c AS (INSERT INTO playlist_requests_done (request_id, user_id, playlist_type, run_id, "   \
+        "status, error, playlist_id, track_count, generated_at, expires_at) SELECT request_id, "   \
+        "user_id, playlist_type, run_id, CASE WHEN ok THEN 'ok' ELSE 'error' END, error, "         \
+        "CASE WHEN ok THEN gid END, CASE WHEN ok THEN n END, "                                     \
+        "CASE WHEN ok THEN to_timestamp(gen / 1000.0) END, "                                       \
+        "CASE WHEN ok THEN to_timestamp(exp / 1000.0) END FROM x ORDER BY i "                      \
+        "ON CONFLICT (request_id) DO NOTHING RETURNING request_id), "                              \
+        "cx AS (SELECT x.* FROM x JOIN c USING (request_id)), "                                    \
+        "g AS (INSERT INTO smart_playlist_generations (id, user_id, playlist_type, variant, "      \
+        "track_ids, generated_at) SELECT gid, user_id, playlist_type, variant, ids::uuid[], "      \
+        "to_timestamp(gen / 1000.0) FROM cx WHERE ok ORDER BY i), "                                \
+        "s AS (INSERT INTO smart_playlists AS s (user_id, playlist_type, id, track_ids, "          \
+        "generated_at, expires_at, metadata) SELECT user_id, playlist_type, gid, ids::uuid[], "    \
+        "to_timestamp(gen / 1000.0), to_timestamp(exp / 1000.0), meta FROM cx WHERE ok "           \
+        "ORDER BY i ON CONFLICT (user_id, playlist_type) DO UPDATE SET id = EXCLUDED.id, "         \
+        "track_ids = EXCLUDED.track_ids, generated_at = EXCLUDED.generated_at, "                   \
+        "expires_at = EXCLUDED.expires_at, metadata = EXCLUDED.metadata) "                         \
+        "SELECT i, gid::text, pg_notify('playlist_ready', json_build_object('request_id', "        \
+        "request_id::text, 'status', CASE WHEN ok THEN 'ok' ELSE 'error' END, 'error', error, "    \
+        "'playlist_id', CASE WHEN ok THEN gid::text END, 'playlist_type', playlist_type, "         \
+        "'track_count', CASE WHEN ok THEN n ELSE 0 END)::text) FROM cx ORDER BY i"
 
 static const struct {
         const char *name, *sql;
@@ -35,6 +69,12 @@ static const struct {
      "UPDATE playlist_requests_done SET playlist_id = $2::uuid, track_count = $3::int, "
      "generated_at = to_timestamp($4::bigint / 1000.0), "
      "expires_at = to_timestamp($5::bigint / 1000.0) WHERE request_id = $1::uuid"},
+    {"pl_store_batch", BATCH_SQL},
+    {"pl_done_many", "SELECT request_id::text, status, coalesce(playlist_id::text, ''), "
+                     "coalesce(track_count, 0), "
+                     "coalesce((extract(epoch FROM generated_at) * 1000)::bigint, 0), "
+                     "coalesce((extract(epoch FROM expires_at) * 1000)::bigint, 0) "
+                     "FROM playlist_requests_done WHERE request_id = ANY ($1::uuid[])"},
     {"pl_notify", "SELECT pg_notify('playlist_ready', json_build_object('request_id', $1::text, "
                   "'status', $2::text, 'error', $3::text, 'playlist_id', $4::text, "
                   "'playlist_type', $5::text, 'track_count', $6::int)::text)"},
@@ -167,10 +207,143 @@ int pl_store_result(struct qz_pg *pg, const struct pl_request *rq, const struct 
         return qz_pg_commit(pg, errstr, errstr_size);
 }
 
-int pl_store_result_in_batch(struct qz_pg *pg, const struct pl_request *rq,
-                             const struct pl_playlist *pl, const char *error,
-                             struct pl_store_outcome *out, char *errstr, size_t errstr_size)
+/* Round of request i: how many earlier requests share its request_id or its (user, type). */
+static size_t round_of(const struct pl_request *const *rqs, size_t i)
 {
-        memset(out, 0, sizeof(*out));
-        return store_in_tx(pg, rq, pl, error, false, out, errstr, errstr_size);
+        size_t r = 0;
+        for (size_t j = 0; j < i; j++)
+                if (strcasecmp(rqs[j]->request_id, rqs[i]->request_id) == 0 ||
+                    (strcasecmp(rqs[j]->user_id, rqs[i]->user_id) == 0 &&
+                     strcmp(rqs[j]->playlist_type, rqs[i]->playlist_type) == 0))
+                        r++;
+        return r;
+}
+
+int pl_store_batch(struct qz_pg *pg, const struct pl_request *const *rqs,
+                   const struct pl_playlist *const *pls, const char *const *errors, size_t n,
+                   struct pl_store_outcome *outs, char sqlstate[8], char *errstr,
+                   size_t errstr_size)
+{
+        size_t *round = calloc(n ? n : 1, sizeof(*round)), maxr = 0;
+        char *doc = NULL, *dups = NULL;
+        json_t *arr = NULL;
+        PGresult *res = NULL;
+        int rc = -1;
+        sqlstate[0] = '\0';
+        if (!round)
+                goto oom;
+        for (size_t i = 0; i < n; i++) {
+                memset(&outs[i], 0, sizeof(outs[i]));
+                round[i] = round_of(rqs, i);
+                if (round[i] > maxr)
+                        maxr = round[i];
+        }
+        for (size_t r = 0; r <= maxr && n; r++) {
+                if (!(arr = json_array()))
+                        goto oom;
+                size_t nd = 0;
+                for (size_t i = 0; i < n; i++) {
+                        if (round[i] != r)
+                                continue;
+                        const struct pl_playlist *pl = pls[i];
+                        char *ids = pl ? pl_store_ids_literal(pl->items, pl->n) : NULL;
+                        if (pl && !ids)
+                                goto oom;
+                        json_t *o = json_pack(
+                            "{s:I,s:s,s:s,s:s,s:o,s:b,s:o,s:s,s:o,s:I,s:I,s:I,s:O}", "i",
+                            (json_int_t)i, "request_id", rqs[i]->request_id, "user_id",
+                            rqs[i]->user_id, "playlist_type", rqs[i]->playlist_type, "run_id",
+                            rqs[i]->run_id ? json_string(rqs[i]->run_id) : json_null(), "ok",
+                            pl != NULL, "error",
+                            pl || !errors[i] ? json_null() : json_string(errors[i]), "variant",
+                            pl ? pl->variant : "", "ids", ids ? json_string(ids) : json_null(), "n",
+                            (json_int_t)(pl ? pl->n : 0), "gen",
+                            (json_int_t)(pl ? pl->generated_ms : 0), "exp",
+                            (json_int_t)(pl ? pl->expires_ms : 0), "meta",
+                            pl && pl->metadata ? pl->metadata : json_null());
+                        free(ids);
+                        if (!o || json_array_append_new(arr, o) != 0)
+                                goto oom;
+                        nd++;
+                }
+                if (!(doc = json_dumps(arr, JSON_COMPACT)))
+                        goto oom;
+                json_decref(arr);
+                arr = NULL;
+                const char *v[] = {doc};
+                if (!(res = qz_pg_query_prepared(pg, "pl_store_batch", 1, v, errstr, errstr_size)))
+                        goto fail;
+                for (int k = 0; k < PQntuples(res); k++) {
+                        size_t i = (size_t)atol(PQgetvalue(res, k, 0));
+                        if (i >= n)
+                                continue;
+                        struct pl_store_outcome *o = &outs[i];
+                        o->counted = rqs[i]->run_id != NULL;
+                        if (pls[i]) {
+                                o->ok = true;
+                                snprintf(o->playlist_id, sizeof(o->playlist_id), "%s",
+                                         PQgetvalue(res, k, 1));
+                                o->track_count = (int)pls[i]->n;
+                                o->generated_ms = pls[i]->generated_ms;
+                                o->expires_ms = pls[i]->expires_ms;
+                        }
+                        round[i] = SIZE_MAX; /* claimed */
+                }
+                PQclear(res);
+                res = NULL;
+                free(doc);
+                doc = NULL;
+                /* The rest of the round was handled before: report what was stored then. */
+                size_t o = 0;
+                if (!(dups = malloc(nd * 38 + 3)))
+                        goto oom;
+                dups[o++] = '{';
+                for (size_t i = 0; i < n; i++)
+                        if (round[i] == r) {
+                                if (o > 1)
+                                        dups[o++] = ',';
+                                o += (size_t)snprintf(dups + o, 38, "%s", rqs[i]->request_id);
+                        }
+                dups[o++] = '}';
+                dups[o] = '\0';
+                if (o > 2) {
+                        const char *vd[] = {dups};
+                        if (!(res = qz_pg_query_prepared(pg, "pl_done_many", 1, vd, errstr,
+                                                         errstr_size)))
+                                goto fail;
+                        for (size_t i = 0; i < n; i++) {
+                                if (round[i] != r)
+                                        continue;
+                                outs[i].duplicate = true;
+                                for (int k = 0; k < PQntuples(res); k++)
+                                        if (strcasecmp(PQgetvalue(res, k, 0), rqs[i]->request_id) ==
+                                            0) {
+                                                struct pl_store_outcome *d = &outs[i];
+                                                d->ok = strcmp(PQgetvalue(res, k, 1), "ok") == 0;
+                                                snprintf(d->playlist_id, sizeof(d->playlist_id),
+                                                         "%s", PQgetvalue(res, k, 2));
+                                                d->track_count = atoi(PQgetvalue(res, k, 3));
+                                                d->generated_ms = atoll(PQgetvalue(res, k, 4));
+                                                d->expires_ms = atoll(PQgetvalue(res, k, 5));
+                                        }
+                        }
+                        PQclear(res);
+                        res = NULL;
+                }
+                free(dups);
+                dups = NULL;
+        }
+        rc = 0;
+        goto done;
+oom:
+        snprintf(errstr, errstr_size, "out of memory");
+fail:
+        snprintf(sqlstate, 8, "%s", qz_pg_sqlstate(pg));
+done:
+        PQclear(res);
+        json_decref(arr);
+        free(doc);
+        free(dups);
+        free(round);
+        return rc;
 }

@@ -37,13 +37,16 @@ int pl_store_result(struct qz_pg *pg, const struct pl_request *rq, const struct 
                     const char *error, struct pl_store_outcome *out, char *errstr,
                     size_t errstr_size);
 
-/* The same inside the caller's open transaction (a batch of requests, one commit), without the
- * run's progress: the caller adds 1 per out->counted to the run just before committing, so the
- * run's row is locked only for the commit and instances do not queue on it. 0, or -1 (errstr,
- * out->sqlstate): the transaction is then aborted and the caller rolls it back. */
-int pl_store_result_in_batch(struct qz_pg *pg, const struct pl_request *rq,
-                             const struct pl_playlist *pl, const char *error,
-                             struct pl_store_outcome *out, char *errstr, size_t errstr_size);
+/* The same for n requests (a consumer batch) inside the caller's open transaction, without the
+ * run's progress (the caller adds 1 per outs[i].counted to the run just before committing, so the
+ * run's row is locked only for the commit and instances do not queue on it), with one statement
+ * per round (a round holds no request_id and no (user, type) twice; almost always one round):
+ * pls[i] NULL = record the failure errors[i]. 0, or -1 (errstr, sqlstate: the transaction is
+ * aborted and the caller rolls it back; no outcome is valid). */
+int pl_store_batch(struct qz_pg *pg, const struct pl_request *const *rqs,
+                   const struct pl_playlist *const *pls, const char *const *errors, size_t n,
+                   struct pl_store_outcome *outs, char sqlstate[8], char *errstr,
+                   size_t errstr_size);
 
 /* "{id,id,...}" for a uuid[] parameter; malloc'd, caller frees. */
 char *pl_store_ids_literal(const struct pl_cand *items, size_t n);

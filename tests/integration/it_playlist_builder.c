@@ -559,6 +559,39 @@ static void test_guide_types(void **state)
         free(u3);
 }
 
+/* The builder holds the catalog in memory (catalog.c): a track added, then deleted, after it
+ * loaded must be seen by the next request (sql/051's version moves with each change). Runs
+ * after test_generated_events, which checks the events of U1's first lists. */
+static void test_catalog_change(void **state)
+{
+        (void)state;
+        char *u1 = uuid_of("u1"), rid[2][37];
+        const char *ids[1];
+        json_t *pay[1];
+        exec_sql("INSERT INTO tracks (id, title, artist_id, genres, popularity, released_at) "
+                 "VALUES (md5('@-n-new')::uuid, 'NN', md5('@-ar-1')::uuid, '{g1-@}', 1, "
+                 "current_date)");
+        for (int round = 0; round < 2; round++) {
+                if (round == 1)
+                        exec_sql("UPDATE tracks SET deleted_at = now() WHERE id = "
+                                 "md5('@-n-new')::uuid");
+                qz_uuid_generate(rid[round]);
+                produce_request(rid[round], u1, "new_for_you", NULL, NULL);
+                ids[0] = rid[round];
+                wait_notifications(ids, 1, pay);
+                assert_string_equal(json_string_value(json_object_get(pay[0], "status")), "ok");
+                json_decref(pay[0]);
+                /* round 0: the four releases and the new one; round 1: the four again */
+                assert_int_equal(scalar_long("SELECT (metadata->'sources'->>'new_releases')::int "
+                                             "+ 10 * (md5('@-n-new')::uuid = ANY(track_ids))::int "
+                                             "FROM smart_playlists WHERE user_id = "
+                                             "md5('@-u1')::uuid AND playlist_type = "
+                                             "'new_for_you'"),
+                                 round == 0 ? 15 : 4);
+        }
+        free(u1);
+}
+
 static void test_generated_events(void **state)
 {
         (void)state;
@@ -860,9 +893,9 @@ static void test_two_builders(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test(test_guide_types),  cmocka_unit_test(test_generated_events),
-            cmocka_unit_test(test_jobs),         cmocka_unit_test(test_parameterised),
-            cmocka_unit_test(test_two_builders),
+            cmocka_unit_test(test_guide_types),    cmocka_unit_test(test_generated_events),
+            cmocka_unit_test(test_catalog_change), cmocka_unit_test(test_jobs),
+            cmocka_unit_test(test_parameterised),  cmocka_unit_test(test_two_builders),
         };
         return cmocka_run_group_tests(tests, setup, teardown);
 }
