@@ -17,9 +17,10 @@
  *     first and last tenth of the ingest reported separately to show the per-play cost
  *     against the history size;
  *   - row-by-row INSERT of plays, one transaction each (the old system's ingest), on the
- *     first QZ_BENCH_ROW_PLAYS (default 20k) rows;
+ *     first QZ_BENCH_ROW_PLAYS (default 20k; 0 = skip) rows;
  *   - the old system's nightly approach: a full recompute of every user's stats in SQL
- *     (listening_stats_oracle into a table) after the load, and our reconcile job. */
+ *     (listening_stats_oracle into a table) after the load, and our reconcile job
+ *     (QZ_BENCH_NIGHTLY=0 skips both). */
 #include "clock.h"
 #include "../services/stats-aggregator/history.h"
 #include "../services/stats-aggregator/render.h"
@@ -86,7 +87,9 @@ static void make_row(struct history_row *r, long i, long nusers)
                 fake_uuid(r->track_id, 0xb0000000u, t);
         int64_t played = 1767225600000LL + (int64_t)(rnd() % (90LL * 86400 * 1000));
         qz_time_format(played, r->played_at, sizeof(r->played_at));
-        snprintf(r->duration, sizeof(r->duration), "%llu", (unsigned long long)(rnd() % 400000));
+        r->played_ms = played;
+        r->duration_ms = (int64_t)(rnd() % 400000);
+        snprintf(r->duration, sizeof(r->duration), "%lld", (long long)r->duration_ms);
         r->completed = rnd() % 2 ? "t" : "f";
         r->source = "album";
         r->device_type = devices[rnd() % 3];
@@ -137,6 +140,7 @@ int main(void)
         if (nrow > nplays)
                 nrow = nplays;
         qz_log_init("bench_stats", QZ_LOG_WARN);
+        setvbuf(stdout, NULL, _IOLBF, 0); /* each figure as soon as it is measured */
         struct qz_pg_opts po = {.dsn = dsn, .application_name = "bench_stats"};
         struct qz_pg *pg = qz_pg_new(&po, err, sizeof(err));
         if (!pg || qz_pg_connect(pg, err, sizeof(err)) != 0)
@@ -187,24 +191,25 @@ int main(void)
                 die("render", err);
         struct qz_metric *lag = qz_metrics_gauge(metrics, "qz_stats_render_lag_seconds", NULL, "");
         double max_lag = 0;
-        long tenth = nplays / 10 > 0 ? nplays / 10 : nplays, inserted_total = 0;
+        long tenth = nplays / 10 > 0 ? nplays / 10 : nplays, inserted_total = 0, deduped = 0;
         double first_s = 0, last_s = 0;
         t0 = now_s();
         for (long i = 0; i < nplays; i += batch) {
-                long n = i + batch <= nplays ? batch : nplays - i, ins = 0, unknown = 0;
+                long n = i + batch <= nplays ? batch : nplays - i;
+                struct history_stored st;
                 /* plays.v1 is keyed by user: a batch comes from a few partitions */
                 char parts[16];
                 snprintf(parts, sizeof(parts), "{%ld}", (i / batch) % 24);
                 double b0 = now_s();
-                if (history_store(pg, rows + i, (size_t)n, parts, &ins, &unknown, err,
-                                  sizeof(err)) != 0)
+                if (history_store(pg, rows + i, (size_t)n, parts, &st, err, sizeof(err)) != 0)
                         die("history_store", err);
                 double b = now_s() - b0;
                 if (i < tenth)
                         first_s += b;
                 if (i >= nplays - tenth)
                         last_s += b;
-                inserted_total += ins;
+                inserted_total += st.inserted;
+                deduped += st.deduped;
                 if (qz_metric_value(lag) > max_lag)
                         max_lag = qz_metric_value(lag);
         }
@@ -238,42 +243,53 @@ int main(void)
                (double)nplays / ingest_s, ingest_s, (double)nplays / ingest_s / copy_rate, drain_s,
                rendered, (double)rendered / (double)nplays, max_lag);
         printf("  ingest per play: first tenth %.1f us, last tenth %.1f us (cost vs history "
-               "size)\n",
-               first_s / (double)tenth * 1e6, last_s / (double)tenth * 1e6);
+               "size); batches that took the dedup path: %ld\n",
+               first_s / (double)tenth * 1e6, last_s / (double)tenth * 1e6, deduped);
 
-        /* 3. row by row, one transaction each */
-        if (qz_pg_prepare(pg, "row",
-                          "INSERT INTO bench_rows (event_id, user_id, track_id, played_at, "
-                          "duration_played_ms, completed, source, device_type, source_playlist_id) "
-                          "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                          err, sizeof(err)) != 0)
-                die("prepare", err);
-        t0 = now_s();
-        for (long i = 0; i < nrow; i++)
-                if (qz_pg_exec_prepared(pg, "row", 9, rows[i].values, NULL, err, sizeof(err)) != 0)
-                        die("row insert", err);
-        double row_s = now_s() - t0;
-        double row_rate = (double)nrow / row_s;
-        printf("row-by-row INSERT (%ld plays, autocommit, no stats): %.0f plays/s; system = %.1f "
-               "x that\n",
-               nrow, row_rate, sys_rate / row_rate);
+        /* 3. row by row, one transaction each (QZ_BENCH_ROW_PLAYS=0 skips it) */
+        if (nrow > 0) {
+                if (qz_pg_prepare(
+                        pg, "row",
+                        "INSERT INTO bench_rows (event_id, user_id, track_id, played_at, "
+                        "duration_played_ms, completed, source, device_type, source_playlist_id) "
+                        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                        err, sizeof(err)) != 0)
+                        die("prepare", err);
+                t0 = now_s();
+                for (long i = 0; i < nrow; i++)
+                        if (qz_pg_exec_prepared(pg, "row", 9, rows[i].values, NULL, err,
+                                                sizeof(err)) != 0)
+                                die("row insert", err);
+                double row_s = now_s() - t0;
+                double row_rate = (double)nrow / row_s;
+                printf("row-by-row INSERT (%ld plays, autocommit, no stats): %.0f plays/s; "
+                       "system = %.1f x that\n",
+                       nrow, row_rate, sys_rate / row_rate);
+        }
 
-        /* 4. nightly: the old full recompute, and our reconcile */
-        t0 = now_s();
-        exec_or_die(pg, "CREATE TABLE bench_old_stats AS SELECT * FROM listening_stats_oracle");
-        double old_s = now_s() - t0;
-        PGresult *r;
-        t0 = now_s();
-        if (!(r = qz_pg_query(pg, "SELECT listening_stats_reconcile()", 0, NULL, err, sizeof(err))))
-                die("reconcile", err);
-        double rec_s = now_s() - t0;
-        printf("old system's full SQL recompute after the load: %.1f s (%.0f plays/s over the "
-               "load + recompute: %.0f s)\n",
-               old_s, (double)nplays / (copy_s + old_s), copy_s + old_s);
-        printf("nightly reconcile (recompute + compare + rewrite counters): %.1f s, %s rows "
-               "differed\n",
-               rec_s, PQgetvalue(r, 0, 0));
-        PQclear(r);
+        /* 4. nightly: the old full recompute, and our reconcile (QZ_BENCH_NIGHTLY=0 skips
+         * them, for runs that only look at the ingest) */
+        if (env_long("QZ_BENCH_NIGHTLY", 1)) {
+                t0 = now_s();
+                exec_or_die(pg,
+                            "CREATE TABLE bench_old_stats AS SELECT * FROM listening_stats_oracle");
+                double old_s = now_s() - t0;
+                PGresult *r;
+                t0 = now_s();
+                if (!(r = qz_pg_query(pg, "SELECT listening_stats_reconcile()", 0, NULL, err,
+                                      sizeof(err))))
+                        die("reconcile", err);
+                double rec_s = now_s() - t0;
+                printf(
+                    "old system's full SQL recompute after the load: %.1f s (%.0f plays/s over the "
+                    "load + recompute: %.0f s)\n",
+                    old_s, (double)nplays / (copy_s + old_s), copy_s + old_s);
+                printf(
+                    "nightly reconcile (recompute + compare + rewrite counters): %.1f s, %s rows "
+                    "differed\n",
+                    rec_s, PQgetvalue(r, 0, 0));
+                PQclear(r);
+        }
         free(rows);
         qz_pg_free(pg);
         return 0;

@@ -36,7 +36,7 @@ pg_start() {
       { cat "$dir/initdb.log" >&2; die "initdb failed in $dir"; }
   fi
   as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 \
-    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=${QZ_PG_FSYNC:-on} -c max_connections=200" start >/dev/null ||
+    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=${QZ_PG_FSYNC:-on} -c max_connections=200 ${QZ_PG_OPTS:-}" start >/dev/null ||
     { tail -20 "$dir/postgres.log" >&2; die "Postgres failed to start on port $port"; }
   "$PG_BIN/psql" -h 127.0.0.1 -p "$port" -U qoqnuz -d postgres -Atqc \
     "SELECT 1 FROM pg_database WHERE datname='qoqnuz'" | grep -q 1 ||

@@ -2,6 +2,7 @@
  * transaction. */
 #include "history.h"
 #include "clock.h"
+#include "counts.h"
 
 #include "avro.h"
 #include "json.h"
@@ -19,7 +20,7 @@ struct history {
         const struct qz_avro_schema *schema;
         const struct qz_avro_registry *avro;
         struct qz_metric *consumed, *persisted, *duplicates, *rejected, *failed, *seconds;
-        struct qz_metric *unknown_tracks;
+        struct qz_metric *unknown_tracks, *deduped;
 };
 
 struct history *history_new(struct qz_pg *pg, const struct qz_avro_registry *avro,
@@ -46,6 +47,9 @@ struct history *history_new(struct qz_pg *pg, const struct qz_avro_registry *avr
         h->unknown_tracks =
             qz_metrics_counter(m, "qz_stats_plays_unknown_track_total", NULL,
                                "New plays whose track_id is not (yet) in the catalog");
+        h->deduped = qz_metrics_counter(
+            m, "qz_stats_batches_deduped_total", NULL,
+            "Batches that held a stored or repeated event_id and took the staging path");
         return h;
 }
 
@@ -94,6 +98,8 @@ int history_row_from_event(const json_t *ev, struct history_row *row, char *errs
                 return -1;
         }
         snprintf(row->duration, sizeof(row->duration), "%lld", (long long)duration);
+        row->played_ms = played_at;
+        row->duration_ms = duration;
         row->completed = completed ? "t" : "f";
         const char *v[9] = {
             row->event_id,  row->user_id,     row->track_id,
@@ -167,50 +173,161 @@ int history_partitions_literal(const struct qz_kafka_msg *msgs, size_t n, char *
         return w < 0 || (size_t)w >= out_size - len ? -1 : 0;
 }
 
-int history_store(struct qz_pg *pg, struct history_row *rows, size_t nrows, const char *partitions,
-                  long *inserted, long *unknown, char *err, size_t err_size)
+/* COPY of the rows into table (play_history or play_stage). 0 or -1; on -1 the COPY is over. */
+static int copy_rows(struct qz_pg *pg, const char *table, const struct history_row *rows,
+                     size_t nrows, char *err, size_t err_size)
 {
-        long copied = 0;
-        PGresult *res = NULL;
-        if (qz_pg_begin(pg, err, err_size) != 0)
+        char sql[256];
+        snprintf(sql, sizeof(sql),
+                 "COPY %s (event_id, user_id, track_id, played_at, duration_played_ms, "
+                 "completed, source, device_type, source_playlist_id) FROM STDIN",
+                 table);
+        if (qz_pg_copy_begin(pg, sql, err, err_size) != 0)
                 return -1;
-        /* Session-local staging table: recreated after a reconnect, emptied at commit. */
-        if (qz_pg_exec(pg,
-                       "CREATE TEMP TABLE IF NOT EXISTS play_stage "
-                       "(LIKE play_history INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
-                       err, err_size) != 0)
-                goto fail_tx;
-        if (qz_pg_copy_begin(pg,
-                             "COPY play_stage (event_id, user_id, track_id, played_at, "
-                             "duration_played_ms, completed, source, device_type, "
-                             "source_playlist_id) FROM STDIN",
-                             err, err_size) != 0)
-                goto fail_tx;
         for (size_t i = 0; i < nrows; i++) {
                 if (qz_pg_copy_row(pg, 9, rows[i].values, err, err_size) != 0) {
                         qz_pg_copy_abort(pg, "row failed");
-                        goto fail_tx;
+                        return -1;
                 }
         }
-        if (qz_pg_copy_end(pg, &copied, err, err_size) != 0)
+        return qz_pg_copy_end(pg, NULL, err, err_size);
+}
+
+/* COPY of the batch's sums into the two stage tables listening_stats_apply reads. */
+static int copy_counts(struct qz_pg *pg, const struct counts *c, char *err, size_t err_size)
+{
+        char line[1024];
+        if (qz_pg_copy_begin(pg, "COPY stats_stage_pairs (user_id, track_id, plays) FROM STDIN",
+                             err, err_size) != 0)
+                return -1;
+        for (size_t i = 0; i < c->npairs; i++) {
+                int w = snprintf(line, sizeof(line), "%s\t%s\t%lld\n", c->pairs[i].user_id,
+                                 c->pairs[i].track_id, c->pairs[i].plays);
+                if (qz_pg_copy_put(pg, line, (size_t)w, err, err_size) != 0) {
+                        qz_pg_copy_abort(pg, "row failed");
+                        return -1;
+                }
+        }
+        if (qz_pg_copy_end(pg, NULL, err, err_size) != 0)
+                return -1;
+        /* user_play_totals' column order: user_id, plays, ms, h00..h23, d0..d6 */
+        if (qz_pg_copy_begin(pg, "COPY stats_stage_users FROM STDIN", err, err_size) != 0)
+                return -1;
+        for (size_t i = 0; i < c->nusers; i++) {
+                const struct counts_user *u = &c->users[i];
+                int w = snprintf(line, sizeof(line), "%s\t%lld\t%lld", u->user_id, u->plays, u->ms);
+                for (int k = 0; k < 24; k++)
+                        w += snprintf(line + w, sizeof(line) - (size_t)w, "\t%lld", u->hour[k]);
+                for (int k = 0; k < 7; k++)
+                        w += snprintf(line + w, sizeof(line) - (size_t)w, "\t%lld", u->day[k]);
+                line[w++] = '\n';
+                if (qz_pg_copy_put(pg, line, (size_t)w, err, err_size) != 0) {
+                        qz_pg_copy_abort(pg, "row failed");
+                        return -1;
+                }
+        }
+        return qz_pg_copy_end(pg, NULL, err, err_size);
+}
+
+/* The direct path inside the open transaction, after the savepoint: 1 stored, 0 the COPY
+ * into play_history failed other than by a lost connection (the caller rolls back to the
+ * savepoint and dedups), -1 error. */
+static int store_direct(struct qz_pg *pg, struct history_row *rows, size_t nrows,
+                        struct history_stored *out, char *err, size_t err_size)
+{
+        struct counts c;
+        PGresult *res = NULL;
+        if (copy_rows(pg, "play_history", rows, nrows, err, err_size) != 0)
+                return qz_pg_sqlstate_is_connection(qz_pg_sqlstate(pg)) ? -1 : 0;
+        if (counts_build(rows, nrows, &c, err, err_size) != 0)
+                return -1;
+        int rc = -1;
+        if (copy_counts(pg, &c, err, err_size) != 0)
+                goto done;
+        /* not prepared: it reads the session's temp tables */
+        res = qz_pg_query(pg, "SELECT unknown_tracks FROM listening_stats_apply()", 0, NULL, err,
+                          err_size);
+        if (!res)
+                goto done;
+        if (PQntuples(res) != 1) {
+                snprintf(err, err_size, "listening_stats_apply returned %d rows", PQntuples(res));
+                goto done;
+        }
+        out->inserted = (long)nrows;
+        out->unknown = atol(PQgetvalue(res, 0, 0));
+        rc = 1;
+done:
+        PQclear(res);
+        counts_free(&c);
+        return rc;
+}
+
+/* The staging path: every row through play_stage and ON CONFLICT (event_id) DO NOTHING. */
+static int store_dedup(struct qz_pg *pg, struct history_row *rows, size_t nrows,
+                       const char *partitions, struct history_stored *out, char *err,
+                       size_t err_size)
+{
+        if (copy_rows(pg, "play_stage", rows, nrows, err, err_size) != 0)
+                return -1;
+        const char *params[1] = {partitions};
+        PGresult *res = qz_pg_query(
+            pg, "SELECT new_plays, unknown_tracks FROM listening_stats_ingest($1::int[])", 1,
+            params, err, err_size);
+        if (!res)
+                return -1;
+        if (PQntuples(res) != 1) {
+                snprintf(err, err_size, "listening_stats_ingest returned %d rows", PQntuples(res));
+                PQclear(res);
+                return -1;
+        }
+        out->inserted = atol(PQgetvalue(res, 0, 0));
+        out->unknown = atol(PQgetvalue(res, 0, 1));
+        out->deduped = true;
+        PQclear(res);
+        return 0;
+}
+
+int history_store(struct qz_pg *pg, struct history_row *rows, size_t nrows, const char *partitions,
+                  struct history_stored *out, char *err, size_t err_size)
+{
+        PGresult *res = NULL;
+        memset(out, 0, sizeof(*out));
+        if (qz_pg_begin(pg, err, err_size) != 0)
+                return -1;
+        /* Session-local tables: recreated after a reconnect, emptied at commit. */
+        if (qz_pg_exec(pg,
+                       "CREATE TEMP TABLE IF NOT EXISTS play_stage "
+                       "(LIKE play_history INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;"
+                       "CREATE TEMP TABLE IF NOT EXISTS stats_stage_pairs "
+                       "(LIKE user_track_plays) ON COMMIT DELETE ROWS;"
+                       "CREATE TEMP TABLE IF NOT EXISTS stats_stage_users "
+                       "(LIKE user_play_totals) ON COMMIT DELETE ROWS",
+                       err, err_size) != 0)
                 goto fail_tx;
-        /* play_history insert, counters and dirty marks for exactly the new plays
-         * (sql/011_listening_stats_render.sql). Not prepared: it reads play_stage, which exists
-         * only once this session made it. */
+        /* The partition locks first, before any row is written: two owners of a partition
+         * during a rebalance then never wait on each other's play_history rows while holding
+         * their own (which would deadlock). */
         const char *params[1] = {partitions};
         res = qz_pg_query(pg,
-                          "SELECT new_plays, unknown_tracks FROM listening_stats_ingest($1::int[])",
+                          "SELECT count(pg_advisory_xact_lock(20510, l)) "
+                          "FROM (SELECT l FROM unnest($1::int[]) l ORDER BY l) p",
                           1, params, err, err_size);
         if (!res)
                 goto fail_tx;
-        if (PQntuples(res) != 1) {
-                snprintf(err, err_size, "listening_stats_ingest returned %d rows", PQntuples(res));
-                goto fail_tx;
-        }
-        *inserted = atol(PQgetvalue(res, 0, 0));
-        *unknown = atol(PQgetvalue(res, 0, 1));
         PQclear(res);
         res = NULL;
+        if (qz_pg_exec(pg, "SAVEPOINT direct", err, err_size) != 0)
+                goto fail_tx;
+        int direct = store_direct(pg, rows, nrows, out, err, err_size);
+        if (direct < 0)
+                goto fail_tx;
+        if (direct == 0) {
+                /* a play of the batch is stored already or repeated in it (redelivery) */
+                qz_debug("direct COPY refused (%s): dedup path", err);
+                if (qz_pg_exec(pg, "ROLLBACK TO SAVEPOINT direct", err, err_size) != 0 ||
+                    store_dedup(pg, rows, nrows, partitions, out, err, err_size) != 0)
+                        goto fail_tx;
+        }
         if (qz_pg_commit(pg, err, err_size) != 0)
                 return -1;
         return 0;
@@ -227,7 +344,7 @@ int history_batch_cb(void *opaque, const struct qz_kafka_msg *msgs, size_t n,
         struct history_row *rows = calloc(n, sizeof(*rows));
         json_t **events = calloc(n, sizeof(*events));
         int rc = -1;
-        long inserted = 0, unknown = 0;
+        struct history_stored st = {0};
         char parts[4096], err[512];
         int64_t t0 = qz_clock_mono_ns();
         if (!rows || !events)
@@ -237,18 +354,19 @@ int history_batch_cb(void *opaque, const struct qz_kafka_msg *msgs, size_t n,
                 qz_error("partition number out of range in a plays batch");
                 goto done;
         }
-        if (nrows > 0 &&
-            history_store(h->pg, rows, nrows, parts, &inserted, &unknown, err, sizeof(err)) != 0) {
+        if (nrows > 0 && history_store(h->pg, rows, nrows, parts, &st, err, sizeof(err)) != 0) {
                 qz_warn("storing %zu plays failed, will retry: %s", nrows, err);
                 qz_metric_inc(h->failed);
                 goto done;
         }
-        qz_metric_add(h->unknown_tracks, (double)unknown);
+        qz_metric_add(h->unknown_tracks, (double)st.unknown);
         qz_metric_add(h->consumed, (double)n);
-        qz_metric_add(h->persisted, (double)inserted);
-        qz_metric_add(h->duplicates, (double)((long)nrows - inserted));
+        qz_metric_add(h->persisted, (double)st.inserted);
+        qz_metric_add(h->duplicates, (double)((long)nrows - st.inserted));
+        if (st.deduped)
+                qz_metric_inc(h->deduped);
         qz_metric_observe(h->seconds, (double)(qz_clock_mono_ns() - t0) / 1e9);
-        qz_debug("stored %ld new plays of %zu", inserted, n);
+        qz_debug("stored %ld new plays of %zu", st.inserted, n);
         rc = 0;
 done:
         for (size_t i = 0; events && i < n; i++)
