@@ -143,6 +143,10 @@ struct qz_kafka_consumer_config {
         /* Longest time one batch may take before the group evicts us; 0 =
          * librdkafka's 300000. Raise it for long jobs (the jobs runner does). */
         int max_poll_interval_ms;
+        /* fetch.wait.max.ms: how long the broker may hold a fetch with no new data; 0 =
+         * librdkafka's 500. A broker that does not answer a held fetch when data arrives
+         * (the dev-broker's mock cluster) adds up to this to every message's latency. */
+        int fetch_wait_max_ms;
         int retry_min_ms;    /* first backoff after a failed batch; 0 = 100 */
         int retry_max_ms;    /* backoff cap; 0 = 10000 */
         int lag_interval_ms; /* lag gauge refresh; 0 = 5000 */

@@ -296,6 +296,12 @@ int qz_kafka_consumer_new(const struct qz_kafka_consumer_config *cfg,
             conf_set(conf, "auto.offset.reset", "error", errstr, errstr_size) != 0 ||
             conf_set(conf, "statistics.interval.ms", "1000", errstr, errstr_size) != 0)
                 goto fail;
+        if (cfg->fetch_wait_max_ms > 0) {
+                char fw[16];
+                snprintf(fw, sizeof(fw), "%d", cfg->fetch_wait_max_ms);
+                if (conf_set(conf, "fetch.wait.max.ms", fw, errstr, errstr_size) != 0)
+                        goto fail;
+        }
         if (cfg->max_poll_interval_ms > 0) {
                 char mpi[16];
                 snprintf(mpi, sizeof(mpi), "%d", cfg->max_poll_interval_ms);

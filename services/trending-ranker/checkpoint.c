@@ -60,6 +60,8 @@ static void rec_put(uint8_t *o, const struct window_play *p)
                 o[48 + i] = (uint8_t)(v >> (8 * i)); /* little-endian on every host */
 }
 
+#define RESTORE_AHEAD 8 /* plays prefetched ahead (window_prefetch) */
+
 static void rec_get(const uint8_t *o, struct window_play *p)
 {
         uint64_t v = 0;
@@ -139,11 +141,25 @@ int ckpt_restore(struct ckpt *c, struct qz_pg *pg, struct window *w, const bool 
                                 "AND part = $2::int ORDER BY hour_ms, seq",
                                 2, v, NULL, NULL, 1, errstr, errstr_size)))
                         goto fail;
+                /* sized up front, and each play's slots fetched a few plays ahead: a
+                 * restore is a bulk load like a rebuild (window_reserve, window_prefetch) */
+                size_t total = 0;
+                for (int i = 0; i < PQntuples(res); i++)
+                        total += (size_t)PQgetlength(res, i, 0) / REC_SIZE;
+                window_reserve(w, p, total, false); /* a hint: the tables grow as needed */
                 for (int i = 0; i < PQntuples(res); i++) {
                         const uint8_t *d = (const uint8_t *)PQgetvalue(res, i, 0);
                         int len = PQgetlength(res, i, 0);
                         for (int o = 0; o + REC_SIZE <= len; o += REC_SIZE) {
                                 struct window_play pl;
+                                if (o + (2 * RESTORE_AHEAD + 1) * REC_SIZE <= len) {
+                                        rec_get(d + o + 2 * RESTORE_AHEAD * REC_SIZE, &pl);
+                                        window_prefetch_ids(w, &pl);
+                                }
+                                if (o + (RESTORE_AHEAD + 1) * REC_SIZE <= len) {
+                                        rec_get(d + o + RESTORE_AHEAD * REC_SIZE, &pl);
+                                        window_prefetch(w, p, &pl);
+                                }
                                 rec_get(d + o, &pl);
                                 if (window_add(w, p, &pl, false) == WINDOW_ADDED)
                                         (*plays)++;
@@ -179,7 +195,8 @@ static int save_part(struct ckpt *c, struct qz_pg *pg, int p, const struct windo
                 snprintf(errstr, errstr_size, "checkpoint: out of memory");
                 goto done;
         }
-        memcpy(s, j, n * sizeof(*s));
+        if (n > 0) /* an emptied journal may be NULL (window_journal_consume frees it) */
+                memcpy(s, j, n * sizeof(*s));
         qsort(s, n, sizeof(*s), cmp_hour);
         snprintf(part, sizeof(part), "%d", p);
         for (size_t i = 0; i < n;) {

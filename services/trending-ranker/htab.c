@@ -3,6 +3,9 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+
+#define HUGE_BYTES (2u << 20) /* transparent huge page size on x86-64 */
 
 static uint64_t mix(uint64_t k0, uint64_t k1)
 {
@@ -17,12 +20,23 @@ static uint64_t mix(uint64_t k0, uint64_t k1)
         return x;
 }
 
+/* The home slot: the hash scaled to [0, cap) (multiply-shift), so cap need not be a power of
+ * two and a table sized for n entries is n / 0.7 slots, not up to twice that. */
+static size_t home_of(uint64_t k0, uint64_t k1, size_t cap)
+{
+        return (size_t)(((unsigned __int128)mix(k0, k1) * cap) >> 64);
+}
+
+static size_t next_of(size_t i, size_t cap)
+{
+        return i + 1 == cap ? 0 : i + 1;
+}
+
 struct htab_slot *htab_find(const struct htab *h, uint64_t k0, uint64_t k1)
 {
         if (!h->cap)
                 return NULL;
-        size_t mask = h->cap - 1;
-        for (size_t i = mix(k0, k1) & mask;; i = (i + 1) & mask) {
+        for (size_t i = home_of(k0, k1, h->cap);; i = next_of(i, h->cap)) {
                 struct htab_slot *s = &h->slots[i];
                 if (!s->full)
                         return NULL;
@@ -31,20 +45,41 @@ struct htab_slot *htab_find(const struct htab *h, uint64_t k0, uint64_t k1)
         }
 }
 
+void htab_prefetch(const struct htab *h, uint64_t k0, uint64_t k1)
+{
+        if (h->cap)
+                __builtin_prefetch(&h->slots[home_of(k0, k1, h->cap)]);
+}
+
 static struct htab_slot *place(struct htab_slot *slots, size_t cap, uint64_t k0, uint64_t k1,
                                int32_t val)
 {
-        size_t mask = cap - 1;
-        size_t i = mix(k0, k1) & mask;
+        size_t i = home_of(k0, k1, cap);
         while (slots[i].full)
-                i = (i + 1) & mask;
+                i = next_of(i, cap);
         slots[i] = (struct htab_slot){k0, k1, val, 1};
         return &slots[i];
 }
 
+/* Zeroed slots. A big table is probed at random, so with 4 KiB pages nearly every probe is a
+ * TLB miss and every page costs a fault (two when the first touch is the probe's read of the
+ * zero page): big tables are aligned to and backed by huge pages where the kernel allows. */
+static struct htab_slot *slots_alloc(size_t cap)
+{
+        size_t bytes = cap * sizeof(struct htab_slot);
+        if (bytes < 2 * HUGE_BYTES)
+                return calloc(cap, sizeof(struct htab_slot));
+        void *m;
+        if (posix_memalign(&m, HUGE_BYTES, bytes) != 0)
+                return NULL;
+        madvise(m, bytes, MADV_HUGEPAGE); /* a hint: without THP the table still works */
+        memset(m, 0, bytes);
+        return m;
+}
+
 static int resize(struct htab *h, size_t cap)
 {
-        struct htab_slot *ns = calloc(cap, sizeof(*ns));
+        struct htab_slot *ns = slots_alloc(cap);
         if (!ns)
                 return -1;
         for (size_t i = 0; i < h->cap; i++)
@@ -65,18 +100,23 @@ struct htab_slot *htab_insert(struct htab *h, uint64_t k0, uint64_t k1, int32_t 
         return place(h->slots, h->cap, k0, k1, val);
 }
 
+int htab_reserve(struct htab *h, size_t n)
+{
+        size_t cap = n * 10 / 7 + 1;
+        return cap <= h->cap ? 0 : resize(h, cap < 64 ? 64 : cap);
+}
+
 void htab_delete(struct htab *h, struct htab_slot *s)
 {
-        size_t mask = h->cap - 1;
         size_t i = (size_t)(s - h->slots), j = i;
         h->n--;
         for (;;) {
                 h->slots[i].full = 0;
                 for (;;) {
-                        j = (j + 1) & mask;
+                        j = next_of(j, h->cap);
                         if (!h->slots[j].full)
                                 return;
-                        size_t home = mix(h->slots[j].k0, h->slots[j].k1) & mask;
+                        size_t home = home_of(h->slots[j].k0, h->slots[j].k1, h->cap);
                         /* j may move into the hole i unless its home lies cyclically in (i, j] */
                         if (i <= j ? (home <= i || home > j) : (home <= i && home > j))
                                 break;
@@ -94,10 +134,11 @@ int htab_filter(struct htab *h, bool (*keep)(int32_t val, int64_t arg), int64_t 
                 n += old.slots[i].full && keep(old.slots[i].val, arg);
         if (n == old.n)
                 return 0;
-        size_t cap = 64;
-        while (n * 10 > cap * 7)
-                cap *= 2;
-        struct htab_slot *ns = calloc(cap, sizeof(*ns));
+        /* a quarter of headroom: the window refills what expired, hour after hour */
+        size_t cap = n * 10 / 7 * 5 / 4 + 1;
+        if (cap < 64)
+                cap = 64;
+        struct htab_slot *ns = slots_alloc(cap);
         if (!ns)
                 return -1;
         for (size_t i = 0; i < old.cap; i++)

@@ -18,14 +18,20 @@ struct htab_slot {
 
 struct htab {
         struct htab_slot *slots;
-        size_t cap; /* power of two, or 0 */
+        size_t cap; /* slots (any size), or 0 */
         size_t n;
 };
 
 /* NULL when absent. */
 struct htab_slot *htab_find(const struct htab *h, uint64_t k0, uint64_t k1);
+/* Starts loading the key's home slot into the cache (a later find or insert of it then does
+ * not stall on memory). */
+void htab_prefetch(const struct htab *h, uint64_t k0, uint64_t k1);
 /* Inserts (the key must be absent); returns the slot, NULL when out of memory. */
 struct htab_slot *htab_insert(struct htab *h, uint64_t k0, uint64_t k1, int32_t val);
+/* Grows the table to hold n entries without a resize (a hint: inserts beyond n still work);
+ * -1 when out of memory (the table is unchanged). */
+int htab_reserve(struct htab *h, size_t n);
 /* Deletes the slot (from htab_find). */
 void htab_delete(struct htab *h, struct htab_slot *s);
 /* Keeps only the entries for which keep(val, arg) is true (rebuilds in place). */

@@ -29,7 +29,7 @@ static struct {
         const char *group_id, *topic, *instance;
         long nparts, bucket_s, now_ms, publish_ms, refresh_ms, snapshot_ms, checkpoint_ms, max_list,
             pg_top, batch_size;
-        bool jobs;
+        bool jobs, now_moves;
 } cfg;
 
 static const struct qz_cfg_entry cfg_table[] = {
@@ -47,6 +47,8 @@ static const struct qz_cfg_entry cfg_table[] = {
      "window bucket width in seconds (must divide 24 h)"},
     {"QOQNUZ_TRENDING_NOW_MS", QZ_CFG_INT, "0", 0, 9000000000000L, &cfg.now_ms,
      "pin \"now\" (epoch ms) for tests; 0 = the clock"},
+    {"QOQNUZ_TRENDING_NOW_MOVES", QZ_CFG_BOOL, "false", 0, 0, &cfg.now_moves,
+     "with QOQNUZ_TRENDING_NOW_MS: \"now\" starts there and moves with the clock (tests)"},
     {"QOQNUZ_TRENDING_PUBLISH_MS", QZ_CFG_INT, "1000", 50, 3600000, &cfg.publish_ms,
      "Redis publish interval"},
     {"QOQNUZ_TRENDING_REFRESH_MS", QZ_CFG_INT, "60000", 50, 86400000, &cfg.refresh_ms,
@@ -126,6 +128,7 @@ int main(int argc, char **argv)
         struct ranker_config rc_ = {.nparts = (int)cfg.nparts,
                                     .bucket_ms = cfg.bucket_s * 1000,
                                     .fixed_now_ms = cfg.now_ms,
+                                    .now_moves = cfg.now_moves,
                                     .publish_ms = cfg.publish_ms,
                                     .refresh_ms = cfg.refresh_ms,
                                     .snapshot_ms = cfg.snapshot_ms,
@@ -161,6 +164,8 @@ int main(int argc, char **argv)
                                               .service = "trending-ranker",
                                               .batch_size = (size_t)cfg.batch_size,
                                               .batch_wait_ms = 100,
+                                              /* freshness: plays reach Redis within 2 s */
+                                              .fetch_wait_max_ms = 100,
                                               .metrics = metrics,
                                               .idle_cb = ranker_idle_cb,
                                               .idle_opaque = ranker,

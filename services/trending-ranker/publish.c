@@ -74,6 +74,13 @@ static int cmp_str(const void *a, const void *b)
         return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* An empty set has no array (k NULL), which qsort must not be given. */
+static void keyset_sort(struct keyset *s)
+{
+        if (s->n > 1)
+                qsort(s->k, s->n, sizeof(char *), cmp_str);
+}
+
 /* One ZSET of up to max_list items, appended as ZADD commands of 256 members. */
 static void zadd_list(struct publish *p, const char *tmp, const struct window *w,
                       const struct rank_item *const *items, size_t n)
@@ -133,7 +140,7 @@ int publish_redis(struct publish *p, const struct window *w, const struct qz_cat
         zadd_list(p, tmp, w, list, top);
 
         /* genre lists: the items are sorted, so each genre's first max_list are its top */
-        qsort(genres.k, genres.n, sizeof(char *), cmp_str);
+        keyset_sort(&genres);
         for (size_t gi = 0; gi < genres.n; gi++) {
                 if (gi > 0 && strcmp(genres.k[gi], genres.k[gi - 1]) == 0)
                         continue;
@@ -218,7 +225,7 @@ int publish_redis(struct publish *p, const struct window *w, const struct qz_cat
         }
 
         /* keys of the previous publish not in this one: deleted in the same swap */
-        qsort(now.k, now.n, sizeof(char *), cmp_str);
+        keyset_sort(&now);
         for (size_t i = 0; i < p->nprev; i++)
                 if (!bsearch(&p->prev[i], now.k, now.n, sizeof(char *), cmp_str))
                         if (qz_redis_swap_delete(p->swap, p->prev[i]) != 0)

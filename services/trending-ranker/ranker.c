@@ -45,7 +45,10 @@ struct ranker {
         struct ckpt *ck;
         int64_t *next_off; /* per partition: the next offset to consume (what the window holds) */
         int64_t next_ckpt;
-        int64_t newest_ts; /* newest Kafka timestamp applied */
+        int64_t newest_ts;       /* newest Kafka timestamp applied */
+        int64_t oldest_unpub_ts; /* oldest Kafka timestamp applied since the last publish; 0 none */
+        struct vis_bin *vis;     /* plays added since the last publish, by produce time */
+        size_t nvis, capvis;
         int64_t next_publish, next_snapshot, next_catalog, next_ping;
         /* Skipping unchanged publishes: the ranking can only change when a play is added, the
          * hour (bucket) turns, the catalog or the owned partitions change. */
@@ -62,15 +65,47 @@ struct ranker {
         size_t nrows;
         int64_t rows_calc_ms;
         bool have_rows;
+        int64_t mono0; /* start, for a pinned "now" that moves */
         struct qz_metric *m_added, *m_dup, *m_old, *m_new, *m_invalid, *m_publish_s,
             *m_publish_fail, *m_fresh, *m_plays7, *m_pairs, *m_events, *m_bytes, *m_tracks,
             *m_rebuild_s, *m_rebuilt, *m_snap_fail, *m_held, *m_restore_s, *m_restored, *m_ckpt_s,
-            *m_ckpt_fail, *m_ckpt_plays;
+            *m_ckpt_fail, *m_ckpt_plays, *m_fresh_max, *m_visible;
 };
+
+/* Plays added since the last publish whose Kafka timestamps fall in one VIS_BIN_MS bin: at the
+ * publish that makes them visible, each play's produce -> visible time is observed. */
+#define VIS_BIN_MS 10
+struct vis_bin {
+        int64_t bin;
+        uint32_t n;
+};
+
+static void vis_note(struct ranker *r, int64_t ts_ms)
+{
+        int64_t bin = ts_ms / VIS_BIN_MS;
+        if (r->nvis > 0 && r->vis[r->nvis - 1].bin == bin) {
+                r->vis[r->nvis - 1].n++;
+                return;
+        }
+        if (r->nvis == r->capvis) {
+                size_t cap = r->capvis ? r->capvis * 2 : 1024;
+                void *n = cap <= (1u << 20) ? realloc(r->vis, cap * sizeof(*r->vis)) : NULL;
+                if (!n) { /* bounded: the rest count as the last bin (the metric's only use) */
+                        if (r->nvis > 0)
+                                r->vis[r->nvis - 1].n++;
+                        return;
+                }
+                r->vis = n;
+                r->capvis = cap;
+        }
+        r->vis[r->nvis++] = (struct vis_bin){bin, 1};
+}
 
 static int64_t now_ms(const struct ranker *r)
 {
-        return r->cfg.fixed_now_ms ? r->cfg.fixed_now_ms : qz_time_now_ms();
+        if (!r->cfg.fixed_now_ms)
+                return qz_time_now_ms();
+        return r->cfg.fixed_now_ms + (r->cfg.now_moves ? qz_clock_mono_ms() - r->mono0 : 0);
 }
 
 struct ranker *ranker_new(const struct ranker_config *cfg, struct qz_pg *pg, struct qz_redis *redis,
@@ -80,6 +115,7 @@ struct ranker *ranker_new(const struct ranker_config *cfg, struct qz_pg *pg, str
         char prefix[300];
         if (!r)
                 return NULL;
+        r->mono0 = qz_clock_mono_ms();
         r->cfg = *cfg;
         r->pg = pg;
         r->redis = redis;
@@ -113,6 +149,15 @@ struct ranker *ranker_new(const struct ranker_config *cfg, struct qz_pg *pg, str
         r->m_fresh = qz_metrics_gauge(m, "qz_trending_freshness_lag_seconds", NULL,
                                       "Now minus the newest play (Kafka timestamp) reflected "
                                       "in the last Redis publish");
+        r->m_fresh_max = qz_metrics_gauge(
+            m, "qz_trending_freshness_max_lag_seconds", NULL,
+            "At the last publish: now minus the oldest play (Kafka timestamp) it made visible");
+        static const double vis_bounds[] = {0.05, 0.1, 0.25, 0.5, 0.75, 1,  1.25, 1.5,
+                                            1.75, 2,   2.5,  3,   5,    10, 30};
+        r->m_visible = qz_metrics_histogram(
+            m, "qz_trending_visible_seconds", NULL,
+            "Per play: produce (Kafka timestamp) to the publish that made it visible in Redis",
+            vis_bounds, sizeof(vis_bounds) / sizeof(vis_bounds[0]));
         r->m_plays7 = qz_metrics_gauge(m, "qz_trending_window_plays", NULL,
                                        "Plays inside the 7 d window (owned partitions)");
         r->m_pairs = qz_metrics_gauge(m, "qz_trending_window_pairs", NULL,
@@ -151,6 +196,7 @@ void ranker_free(struct ranker *r)
         rank_merge_free(&r->merge);
         free(r->owned);
         free(r->next_off);
+        free(r->vis);
         ckpt_free(r->ck);
         free(r->rows);
         pthread_mutex_destroy(&r->mu);
@@ -217,9 +263,15 @@ int ranker_batch_cb(void *opaque, const struct qz_kafka_msg *msgs, size_t n,
                         continue;
                 }
                 json_decref(ev);
-                count(r, window_add(r->w, msgs[i].partition, &p, true));
+                enum window_result res = window_add(r->w, msgs[i].partition, &p, true);
+                count(r, res);
+                if (res == WINDOW_ADDED && msgs[i].timestamp_ms > 0)
+                        vis_note(r, msgs[i].timestamp_ms);
                 if (msgs[i].timestamp_ms > r->newest_ts)
                         r->newest_ts = msgs[i].timestamp_ms;
+                if (msgs[i].timestamp_ms > 0 &&
+                    (r->oldest_unpub_ts == 0 || msgs[i].timestamp_ms < r->oldest_unpub_ts))
+                        r->oldest_unpub_ts = msgs[i].timestamp_ms;
         }
         (void)batch;
         tick(r);
@@ -423,6 +475,21 @@ static void maybe_snapshot(struct ranker *r, int64_t mono)
         }
 }
 
+/* Redis now reflects every play consumed so far: the worst lag of those made visible. */
+static void published_since(struct ranker *r)
+{
+        int64_t now = qz_time_now_ms();
+        if (r->oldest_unpub_ts > 0)
+                qz_metric_set(r->m_fresh_max, (double)(now - r->oldest_unpub_ts) / 1000.0);
+        r->oldest_unpub_ts = 0;
+        for (size_t i = 0; i < r->nvis; i++) {
+                double lag = (double)(now - r->vis[i].bin * VIS_BIN_MS) / 1000.0;
+                for (uint32_t k = 0; k < r->vis[i].n; k++)
+                        qz_metric_observe(r->m_visible, lag);
+        }
+        r->nvis = 0;
+}
+
 /* The ranking is unchanged since the last full publish: only meta.calculated_at moves (the
  * lists are current as of it). Compare-and-set on the value this instance wrote last, so a
  * Redis that restarted, was flushed or was written by someone else gets a full publish.
@@ -496,6 +563,7 @@ static void tick(struct ranker *r)
                         if (r->newest_ts > 0)
                                 qz_metric_set(r->m_fresh,
                                               (double)(qz_time_now_ms() - r->newest_ts) / 1000.0);
+                        published_since(r);
                         maybe_snapshot(r, mono);
                         return;
                 }
@@ -554,6 +622,7 @@ static void tick(struct ranker *r)
                 if (r->merge.newest_ms > 0)
                         qz_metric_set(r->m_fresh,
                                       (double)(qz_time_now_ms() - r->merge.newest_ms) / 1000.0);
+                published_since(r);
         }
         free(items);
         maybe_snapshot(r, mono);
@@ -606,7 +675,33 @@ static int64_t pg_timestamptz_ms(const uint8_t *b)
         return ms + 946684800000LL;
 }
 
-#define FETCH_SQL "FETCH 50000 FROM trending_rebuild"
+#define FETCH_ROWS     50000
+#define STR_(x)        #x
+#define STR(x)         STR_(x)
+#define FETCH_SQL      "FETCH " STR(FETCH_ROWS) " FROM trending_rebuild"
+#define PREFETCH_AHEAD 8 /* plays: enough misses in flight to cover memory latency */
+
+/* The planner's estimate of the rows a rebuild reads (0 when unknown): sizing the window's
+ * tables up front saves growing them step by step, which at 10M plays costs more than
+ * filling them (each doubling rehashes everything and faults in fresh memory). */
+static double rebuild_estimate(struct ranker *r, const char *const *params)
+{
+        char err[256];
+        double rows = 0;
+        PGresult *res = qz_pg_query(r->pg,
+                                    "EXPLAIN (FORMAT JSON) SELECT 1 FROM play_history "
+                                    "WHERE played_at >= $1::timestamptz",
+                                    1, params, err, sizeof(err));
+        if (!res)
+                return 0;
+        json_t *plan = PQntuples(res) == 1 ? json_loads(PQgetvalue(res, 0, 0), 0, NULL) : NULL;
+        json_t *v = json_object_get(json_object_get(json_array_get(plan, 0), "Plan"), "Plan Rows");
+        if (json_is_number(v))
+                rows = json_number_value(v);
+        json_decref(plan);
+        PQclear(res);
+        return rows > 0 && rows < 4e9 ? rows : 0;
+}
 
 static int rebuild(struct ranker *r, const bool *want)
 {
@@ -620,8 +715,25 @@ static int rebuild(struct ranker *r, const bool *want)
         qz_time_format(lo, lower, sizeof(lower));
         const char *params[] = {lower};
         PGresult *res = NULL;
+        struct window_play *batch = malloc(FETCH_ROWS * sizeof(*batch));
+        int *batch_part = malloc(FETCH_ROWS * sizeof(*batch_part));
+        if (!batch || !batch_part) {
+                snprintf(err, sizeof(err), "out of memory");
+                goto fail;
+        }
+        /* users spread evenly over partitions (murmur2 of the key); 5% over the estimate
+         * so a slightly low one does not end in a doubling right at the end. Asked before
+         * the transaction: a failed EXPLAIN only loses the hint. */
+        double est = rebuild_estimate(r, params) * 1.05 / r->cfg.nparts;
         if (qz_pg_begin(r->pg, err, sizeof(err)) != 0)
                 goto fail;
+        for (int p = 0; est > 0 && p < r->cfg.nparts; p++)
+                if (want[p] && window_reserve(r->w, p, (size_t)est, true) != 0) {
+                        /* a hint only: the tables grow as needed */
+                        qz_warn("rebuild: cannot size the window for %.0f plays per partition",
+                                est);
+                        break;
+                }
         if (!(res = qz_pg_query(r->pg,
                                 /* binary rows: uuids as 16 bytes and the timestamp as
                                  * an int64, no text formatting or parsing on either side */
@@ -654,26 +766,39 @@ static int rebuild(struct ranker *r, const bool *want)
                         PQclear(res);
                         goto fail_tx;
                 }
+                /* decode the chunk, then add it with the slots of the play PREFETCH_AHEAD
+                 * rows on already on their way into the cache */
+                int nb = 0;
                 for (int i = 0; i < rows; i++) {
-                        struct window_play p;
                         char user[37];
                         if ((i & 4095) == 0)
                                 PQconsumeInput(conn);
                         if (PQgetlength(res, i, 0) != 16 || PQgetlength(res, i, 1) != 16 ||
                             PQgetlength(res, i, 2) != 16 || PQgetlength(res, i, 3) != 8)
                                 continue;
-                        memcpy(p.user_id, PQgetvalue(res, i, 1), 16);
+                        struct window_play *p = &batch[nb];
+                        memcpy(p->user_id, PQgetvalue(res, i, 1), 16);
                         /* the producer keys plays by the user id's canonical text */
-                        uuid_unparse_lower(p.user_id, user);
+                        uuid_unparse_lower(p->user_id, user);
                         int part = rd_kafka_msg_partitioner_murmur2(NULL, user, 36, r->cfg.nparts,
                                                                     NULL, NULL);
                         if (!want[part])
                                 continue;
-                        memcpy(p.event_id, PQgetvalue(res, i, 0), 16);
-                        memcpy(p.track_id, PQgetvalue(res, i, 2), 16);
-                        p.played_at_ms = pg_timestamptz_ms((const uint8_t *)PQgetvalue(res, i, 3));
+                        memcpy(p->event_id, PQgetvalue(res, i, 0), 16);
+                        memcpy(p->track_id, PQgetvalue(res, i, 2), 16);
+                        p->played_at_ms = pg_timestamptz_ms((const uint8_t *)PQgetvalue(res, i, 3));
+                        batch_part[nb++] = part;
+                }
+                for (int i = 0; i < nb; i++) {
+                        if ((i & 4095) == 0)
+                                PQconsumeInput(conn);
+                        if (i + 2 * PREFETCH_AHEAD < nb)
+                                window_prefetch_ids(r->w, &batch[i + 2 * PREFETCH_AHEAD]);
+                        if (i + PREFETCH_AHEAD < nb)
+                                window_prefetch(r->w, batch_part[i + PREFETCH_AHEAD],
+                                                &batch[i + PREFETCH_AHEAD]);
                         /* journaled: the first checkpoint after a rebuild holds all of it */
-                        if (window_add(r->w, part, &p, true) == WINDOW_ADDED)
+                        if (window_add(r->w, batch_part[i], &batch[i], true) == WINDOW_ADDED)
                                 loaded++;
                 }
                 PQclear(res);
@@ -688,12 +813,16 @@ static int rebuild(struct ranker *r, const bool *want)
         qz_metric_set(r->m_rebuild_s, (qz_clock_mono_ms() - t0) / 1000.0);
         qz_log_kv(QZ_LOG_INFO, "rebuilt window from play_history", "plays", n_s, "seconds", secs,
                   "since", lower, NULL);
+        free(batch);
+        free(batch_part);
         return 0;
 fail_tx : {
         char ignore[64];
         qz_pg_rollback(r->pg, ignore, sizeof(ignore));
 }
 fail:
+        free(batch);
+        free(batch_part);
         qz_log_kv(QZ_LOG_ERROR, "rebuild from play_history failed; retrying", "error", err, NULL);
         return -1;
 }

@@ -32,6 +32,7 @@ struct ranker_config {
         int nparts;              /* partitions of the plays topic */
         int64_t bucket_ms;       /* window bucket width */
         int64_t fixed_now_ms;    /* 0 = the wall clock (tests pin "now") */
+        bool now_moves;          /* "now" starts at fixed_now_ms and moves with the clock */
         long publish_ms;         /* Redis publish interval */
         long refresh_ms;         /* full rewrite of unchanged lists at least this often */
         long snapshot_ms;        /* trending_tracks interval */

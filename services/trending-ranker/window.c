@@ -3,10 +3,13 @@
 #include "window.h"
 #include "htab.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
-#define FLAG_LATEST 0x80000000u /* this log entry made its bucket the pair's latest */
+#define JOURNAL_KEEP 65536       /* journal capacity kept once emptied (plays) */
+#define FLAG_LATEST  0x80000000u /* this log entry made its bucket the pair's latest */
 
 struct entry {
         uint32_t track;
@@ -196,6 +199,49 @@ static int log_append(struct blog *l, struct entry e)
         return 0;
 }
 
+/* Asks for huge pages over the 2 MiB-aligned interior of a big array that is filled in order:
+ * one fault per 2 MiB instead of per 4 KiB. A hint; without THP nothing changes. */
+static void advise_huge(void *p, size_t bytes)
+{
+        const uintptr_t huge = 2u << 20;
+        uintptr_t a = ((uintptr_t)p + huge - 1) & ~(huge - 1),
+                  e = ((uintptr_t)p + bytes) & ~(huge - 1);
+        if (e > a)
+                madvise((void *)a, e - a, MADV_HUGEPAGE);
+}
+
+int window_reserve(struct window *w, int part, size_t plays, bool journal)
+{
+        if (part < 0 || part >= w->nparts)
+                return -1;
+        struct wpart *p = &w->parts[part];
+        if (part_activate(w, p) != 0 || htab_reserve(&p->dedup, p->dedup.n + plays) != 0 ||
+            htab_reserve(&p->pairs, p->pairs.n + plays) != 0)
+                return -1;
+        if (journal && p->capjournal < p->njournal + plays) {
+                size_t bytes = (p->njournal + plays) * sizeof(*p->journal);
+                void *n = realloc(p->journal, bytes);
+                if (!n)
+                        return -1;
+                advise_huge(n, bytes);
+                p->journal = n;
+                p->capjournal = p->njournal + plays;
+        }
+        /* bucket logs for plays spread evenly over the 7 d window: no step-by-step growth */
+        size_t per = plays / (size_t)(w->n7 + 1) + 1;
+        for (int64_t b = w->cur - w->n7; b <= w->cur; b++) {
+                struct blog *l = &p->logs[slot_of(w, b)];
+                if (l->cap < l->n + per) {
+                        void *n = realloc(l->e, (l->n + per) * sizeof(*l->e));
+                        if (!n)
+                                return -1;
+                        l->e = n;
+                        l->cap = l->n + per;
+                }
+        }
+        return 0;
+}
+
 static int journal_append(struct wpart *p, const struct window_play *pl)
 {
         if (p->njournal == p->capjournal) {
@@ -208,6 +254,26 @@ static int journal_append(struct wpart *p, const struct window_play *pl)
         }
         p->journal[p->njournal++] = *pl;
         return 0;
+}
+
+void window_prefetch_ids(const struct window *w, const struct window_play *pl)
+{
+        htab_prefetch(&w->track_ix, rd64(pl->track_id), rd64(pl->track_id + 8));
+        htab_prefetch(&w->user_ix, rd64(pl->user_id), rd64(pl->user_id + 8));
+}
+
+void window_prefetch(const struct window *w, int part, const struct window_play *pl)
+{
+        const struct wpart *p = &w->parts[part];
+        htab_prefetch(&p->dedup, rd64(pl->event_id), rd64(pl->event_id + 8));
+        const struct htab_slot *t =
+            htab_find(&w->track_ix, rd64(pl->track_id), rd64(pl->track_id + 8));
+        const struct htab_slot *u =
+            htab_find(&w->user_ix, rd64(pl->user_id), rd64(pl->user_id + 8));
+        if (t && (size_t)(uint32_t)t->val < p->ncounts)
+                __builtin_prefetch(&p->counts[(uint32_t)t->val]);
+        if (t && u)
+                htab_prefetch(&p->pairs, (uint64_t)(uint32_t)t->val << 32 | (uint32_t)u->val, 0);
 }
 
 enum window_result window_add(struct window *w, int part, const struct window_play *pl,
@@ -369,6 +435,12 @@ void window_journal_consume(struct window *w, int part, size_t n)
         struct wpart *p = &w->parts[part];
         if (n >= p->njournal) {
                 p->njournal = 0;
+                /* after a rebuild the journal held the whole window: give that back */
+                if (p->capjournal > JOURNAL_KEEP) {
+                        free(p->journal);
+                        p->journal = NULL;
+                        p->capjournal = 0;
+                }
                 return;
         }
         memmove(p->journal, p->journal + n, (p->njournal - n) * sizeof(*p->journal));

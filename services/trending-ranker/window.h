@@ -57,6 +57,17 @@ void window_free(struct window *w);
  * is also appended to the partition's journal (for the next checkpoint). */
 enum window_result window_add(struct window *w, int part, const struct window_play *p,
                               bool journal);
+/* A hint for bulk loads: starts fetching the table slots window_add(w, part, p) will touch, so
+ * calling it a few plays ahead overlaps their cache misses (the big tables are probed at
+ * random; waiting for each miss in turn is most of a rebuild's time). Changes nothing. */
+void window_prefetch(const struct window *w, int part, const struct window_play *p);
+/* The first stage, a few plays further ahead: window_prefetch itself looks the track and user
+ * ids up (to find the pair's slot); this starts loading those lookups' slots. */
+void window_prefetch_ids(const struct window *w, const struct window_play *p);
+/* Sizes partition part's tables (and with journal its journal) for plays more plays, so a bulk
+ * load (rebuild, restore) does not grow them step by step. A hint: adding more still works.
+ * -1 when out of memory (the window is unchanged but may hold the larger tables). */
+int window_reserve(struct window *w, int part, size_t plays, bool journal);
 /* Moves now forward (never back) and expires what left the windows. */
 void window_advance(struct window *w, int64_t now_ms);
 /* Forgets a partition entirely (revoked: its next owner restores it). */

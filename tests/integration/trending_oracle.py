@@ -23,10 +23,26 @@ BIN, TMP, DSN = ENV["QZ_TEST_BIN"], ENV["QZ_TEST_TMP"], ENV["QZ_TEST_PG_DSN"]
 REDIS = ENV["QZ_TEST_REDIS_URL"].rsplit("/", 1)[0]
 RHOST, RPORT = REDIS[len("redis://"):].split(":")
 H = 3600 * 1000
-# 200 days back: inside the ingestor's 365-day horizon, and clear of every other test's
-# plays (the stats test spreads its plays over the last 60 days, demo data over 120),
-# which share plays.v1 and play_history with this one.
-NOW = (int(time.time() * 1000) // H - 200 * 24) * H
+# An hour boundary 200 days back: inside the ingestor's 365-day horizon and clear of other
+# tests' plays (the stats test spreads its plays over the last 60 days, demo data over 120),
+# which share plays.v1 and play_history with this one. Some tests write fixed dates (e.g.
+# it_stats_store: 2026-01-01 on, over 231 days), so the first candidate whose window (7 d
+# back, 1 d ahead, with a day of margin) holds no play in play_history is taken.
+def clear_now():
+    base = int(time.time() * 1000) // H * H
+    for days in (200, 220, 180, 240, 160, 260, 280, 300, 320, 340, 140):
+        now = base - days * 24 * H
+        n = subprocess.run(["psql", ENV["QZ_TEST_PG_DSN"], "-Atqc",
+                            "SELECT count(*) FROM play_history WHERE played_at BETWEEN "
+                            f"to_timestamp({(now - 9 * 24 * H) / 1000}) AND "
+                            f"to_timestamp({(now + 2 * 24 * H) / 1000})"],
+                           check=True, capture_output=True, text=True).stdout.strip()
+        if n == "0":
+            return now
+    return base - 200 * 24 * H
+
+
+NOW = clear_now()
 RUN = uuid.uuid4().hex[:8]
 procs = []
 failed = False

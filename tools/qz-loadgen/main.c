@@ -2,13 +2,18 @@
  *
  *   qz-loadgen http    --url URL --token T [--connections 8] [--batch 100] [--seconds 10]
  *   qz-loadgen produce --brokers B [--connections 8] [--batch 100] [--seconds 10] [--linger-ms 5]
+ *                      [--rate PLAYS_PER_S]
  *   qz-loadgen pg      --dsn DSN [--connections 8] [--seconds 10]
- *   common: [--pid NAME=PID]... (CPU of those processes per 1k plays, from /proc/PID/stat)
+ *   common: [--pid NAME=PID]... (CPU of those processes per 1k plays, from /proc/PID/stat;
+ *           PID 0 = qz-loadgen itself)
  *
  * http: keep-alive HTTP/1.1 connections, one thread each, posting JSON arrays of
  * `batch` plays (fresh event ids per request) and timing each request until its 202.
  * produce: the same plays, Avro-encoded once, straight into plays.v1 through the
- * acknowledged producer (common/kafka.h): the broker's ceiling without HTTP.
+ * acknowledged producer (common/kafka.h): the broker's ceiling without HTTP. Each record sent
+ * gets a fresh event_id and played_at patched into its encoded bytes (no re-encoding), so a
+ * consumer counts every one (bench/trending.sh measures freshness with it). --rate paces the
+ * threads to that many plays/s in total (default: as fast as acknowledgements come back).
  * pg: the old system's path, one INSERT INTO play_history per play through libpq.
  * The first second is warm-up and not measured. Each prints one line: mode, plays/s, p50/p99
  * latency of one request (or insert), errors, and CPU ms per 1k plays of every --pid. */
@@ -36,7 +41,7 @@
 struct opts {
         const char *mode, *url, *token, *brokers, *dsn, *schema_dir;
         int connections, batch, linger_ms;
-        double seconds;
+        double seconds, rate;
         int npids;
         char pid_names[MAX_PIDS][32];
         int pids[MAX_PIDS];
@@ -242,6 +247,43 @@ struct produce_ctx {
         const struct qz_avro_schema *schema;
 };
 
+/* Where event_id's text and played_at's varint sit in an encoded PlayEvent: the 10-byte
+ * single-object header, then event_id, user_id, track_id as (length 72 = 0x48, 36 chars). */
+#define PATCH_EVENT_ID  11
+#define PATCH_PLAYED_AT (10 + 3 * 37)
+
+static size_t zigzag_varint(int64_t v, unsigned char *out)
+{
+        uint64_t z = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+        size_t n = 0;
+        do {
+                out[n++] = (unsigned char)((z & 0x7f) | (z > 0x7f ? 0x80 : 0));
+                z >>= 7;
+        } while (z);
+        return n;
+}
+
+/* True when the record can be patched in place: the layout above holds and played_at's
+ * varint has the length it will keep for the run (6 bytes from 2004 to 2248). */
+static bool patchable(const unsigned char *v, size_t len, const char *event_id, int64_t at)
+{
+        unsigned char var[10];
+        size_t n = zigzag_varint(at, var);
+        return len > PATCH_PLAYED_AT + n && v[PATCH_EVENT_ID - 1] == 72 &&
+               memcmp(v + PATCH_EVENT_ID, event_id, 36) == 0 &&
+               memcmp(v + PATCH_PLAYED_AT, var, n) == 0 && n == 6;
+}
+
+/* A fresh, distinct event id without a syscall: a random per-thread prefix and a counter. */
+static void event_id_next(char out[37], uint64_t prefix, uint64_t seq)
+{
+        char hex[33];
+        snprintf(hex, sizeof(hex), "%016llx%016llx", (unsigned long long)prefix,
+                 (unsigned long long)seq);
+        snprintf(out, 37, "%.8s-%.4s-4%.3s-8%.3s-%.12s", hex, hex + 8, hex + 13, hex + 17,
+                 hex + 20);
+}
+
 static void *produce_worker(void *arg)
 {
         struct worker *w = arg;
@@ -249,7 +291,13 @@ static void *produce_worker(void *arg)
         int n = w->o->batch;
         struct qz_kafka_record *recs = calloc((size_t)n, sizeof(*recs));
         unsigned char **vals = calloc((size_t)n, sizeof(*vals));
-        char(*keys)[37] = calloc((size_t)n, 37), play[512], err[256];
+        char(*keys)[37] = calloc((size_t)n, 37), play[512], err[256], eid[37];
+        bool patch = true;
+        uint64_t prefix = 0, seq = 0;
+        char hex[17];
+        qz_uuid_generate(eid);
+        snprintf(hex, sizeof(hex), "%.8s%.4s%.4s", eid, eid + 9, eid + 14);
+        prefix = strtoull(hex, NULL, 16);
         for (int i = 0; i < n; i++) {
                 play_fields(play, sizeof(play), (unsigned)w->id * 7919, i);
                 json_t *v = json_loads(play, 0, NULL);
@@ -260,6 +308,9 @@ static void *produce_worker(void *arg)
                         fprintf(stderr, "encode: %s\n", err);
                         exit(1);
                 }
+                patch = patch &&
+                        patchable(vals[i], len, json_string_value(json_object_get(v, "event_id")),
+                                  json_integer_value(json_object_get(v, "played_at")));
                 snprintf(keys[i], 37, "%s", json_string_value(json_object_get(v, "user_id")));
                 recs[i] = (struct qz_kafka_record){.topic = "plays.v1",
                                                    .partition = QZ_KAFKA_PARTITION_ANY,
@@ -269,7 +320,30 @@ static void *produce_worker(void *arg)
                                                    .value_len = len};
                 json_decref(v);
         }
+        if (!patch)
+                fprintf(stderr,
+                        "qz-loadgen: encoded layout not as expected: the same %d plays "
+                        "are repeated (consumers drop them as duplicates)\n",
+                        n);
+        /* --rate: this thread's share, one batch every step_ns */
+        int64_t step_ns = w->o->rate > 0 ? (int64_t)(n * 1e9 * w->o->connections / w->o->rate) : 0;
+        int64_t next_ns = qz_clock_mono_ns();
         while (qz_clock_mono_ns() < w->deadline_ns) {
+                if (step_ns > 0) {
+                        int64_t wait = next_ns - qz_clock_mono_ns();
+                        if (wait > 0)
+                                usleep((useconds_t)(wait / 1000));
+                        next_ns += step_ns;
+                }
+                if (patch) {
+                        unsigned char var[10];
+                        zigzag_varint(qz_time_now_ms(), var);
+                        for (int i = 0; i < n; i++) {
+                                event_id_next(eid, prefix, seq++);
+                                memcpy(vals[i] + PATCH_EVENT_ID, eid, 36);
+                                memcpy(vals[i] + PATCH_PLAYED_AT, var, 6);
+                        }
+                }
                 int64_t t0 = qz_clock_mono_ns();
                 if (qz_kafka_produce_wait(c->p, recs, (size_t)n, 10000, err, sizeof(err)) ==
                     QZ_KAFKA_OK) {
@@ -339,6 +413,7 @@ static void usage(void)
             stderr,
             "usage: qz-loadgen http --url URL --token TOKEN | produce --brokers B | pg --dsn DSN\n"
             "       [--connections N] [--batch N] [--seconds S] [--linger-ms N (produce)]\n"
+            "       [--rate PLAYS_PER_S (produce)]\n"
             "       [--pid NAME=PID]...\n");
         exit(2);
 }
@@ -368,12 +443,17 @@ static void parse_args(int argc, char **argv, struct opts *o)
                         o->batch = atoi(v);
                 else if (strcmp(k, "--linger-ms") == 0)
                         o->linger_ms = atoi(v);
+                else if (strcmp(k, "--rate") == 0)
+                        o->rate = atof(v);
                 else if (strcmp(k, "--seconds") == 0)
                         o->seconds = atof(v);
                 else if (strcmp(k, "--pid") == 0 && o->npids < MAX_PIDS && strchr(v, '=')) {
                         snprintf(o->pid_names[o->npids], sizeof(o->pid_names[0]), "%.*s",
                                  (int)(strchr(v, '=') - v), v);
-                        o->pids[o->npids++] = atoi(strchr(v, '=') + 1);
+                        o->pids[o->npids] = atoi(strchr(v, '=') + 1);
+                        if (o->pids[o->npids] == 0)
+                                o->pids[o->npids] = (int)getpid();
+                        o->npids++;
                 } else
                         usage();
         }
