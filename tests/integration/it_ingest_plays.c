@@ -447,7 +447,9 @@ static void post_batch_ok(const char *ctype, char sep, size_t n, bool with_ids)
 {
         char ids[16][37], tracks[16][37];
         size_t len = 0;
-        char *body = malloc(16384);
+        const size_t cap = 16384;
+        char *body = malloc(cap);
+        assert_non_null(body);
         body[len++] = sep == ',' ? '[' : '\0';
         if (sep != ',')
                 len = 0;
@@ -456,8 +458,10 @@ static void post_batch_ok(const char *ctype, char sep, size_t n, bool with_ids)
                 uuid(tracks[i]);
                 char *p = play_json(with_ids || i != 1 ? ids[i] : NULL, g.user, tracks[i], NULL,
                                     (long)(2000 + i), "playlist", NULL);
-                len += (size_t)sprintf(body + len, "%s%s", p,
-                                       i + 1 < n ? (sep == ',' ? "," : "\n") : "");
+                int w = snprintf(body + len, cap - len, "%s%s", p,
+                                 i + 1 < n ? (sep == ',' ? "," : "\n") : "");
+                assert_true(w > 0 && (size_t)w < cap - len - 1);
+                len += (size_t)w;
                 free(p);
         }
         if (sep == ',')

@@ -209,14 +209,15 @@ int main(void)
                 FAIL("hour/weekday edges misplaced");
         /* F, G: a big batch, then the same batch redelivered with one new play at its end.
          * The first row is a duplicate, so Postgres refuses the direct COPY while the client
-         * is still sending it (not only at its end). */
+         * is still sending it (not only at its end). Its 231 days start in 2000, far from the
+         * windows other tests pin on the shared database (trending's "now" is 200 days back). */
         enum { BIG = 20000 };
         struct history_row *big = calloc(BIG + 1, sizeof(*big));
         if (!big)
                 FAIL("memory");
         for (int i = 0; i <= BIG; i++)
                 play(&big[i], 1000 + i, 1 + i % 3, i % 4 == 3 ? 9 : i % 3,
-                     1767225600000LL + (int64_t)i * 997003, i % 2 == 0);
+                     946684800000LL + (int64_t)i * 997003, i % 2 == 0);
         store(pg, big, BIG, BIG, BIG / 4, false, "F (big batch)");
         store(pg, big, BIG + 1, 1, 0, true, "G (big batch redelivered, one new play)");
         free(big);
