@@ -18,6 +18,11 @@
  *     generation, smart_playlists upsert, notification; set-based) in one transaction, with
  *     QZ_BENCH_INSTANCES builder processes (default "1,2"), each on its own connection and a
  *     share of the users, as instances of one consumer group split the partitions;
+ *   - with QZ_BENCH_OVERLAP=1, each pass again with the store of batch N in a second thread on
+ *     a second connection while batch N+1 is built (an experiment: the service does not do it);
+ *   - under each pass, its CPU split: the builders' CPU (getrusage) and the Postgres server's
+ *     (its processes' /proc/<pid>/stat, the exited ones through the postmaster's reaped
+ *     children), per playlist and as cores used: the steadier comparison on a shared machine;
  *   - then a check that the batch path builds exactly what the per-request SQL path (the
  *     definition in gen.c) builds, for QZ_BENCH_VERIFY users (default 200) x 4 types, with both
  *     A/B variants: exit 1 if any playlist differs.
@@ -30,9 +35,11 @@
 #include "pg.h"
 
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -60,6 +67,58 @@ static const char *loadavg(void)
         return buf;
 }
 
+/* CPU seconds (user + system) of /proc/<pid>/stat: the process's own, plus its reaped
+ * children's when reaped is set; -1 when unreadable. */
+static double stat_cpu_s(long pid, bool reaped)
+{
+        char path[64], buf[1024];
+        snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+        FILE *f = fopen(path, "r");
+        size_t len = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+        if (f)
+                fclose(f);
+        buf[len] = '\0';
+        char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+        unsigned long long v[15] = {0};
+        if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %llu %llu",
+                         &v[0], &v[1], &v[2], &v[3]) != 4)
+                return -1;
+        unsigned long long t = v[0] + v[1] + (reaped ? v[2] + v[3] : 0);
+        return (double)t / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* All of the Postgres server's CPU seconds so far (postmaster, live backends and auxiliary
+ * processes, and the ones that exited: the postmaster reaps them all). */
+static double pg_cpu_s(long postmaster)
+{
+        if (postmaster <= 0)
+                return -1;
+        double t = stat_cpu_s(postmaster, true);
+        char path[96], buf[8192];
+        snprintf(path, sizeof(path), "/proc/%ld/task/%ld/children", postmaster, postmaster);
+        FILE *f = fopen(path, "r");
+        size_t len = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+        if (f)
+                fclose(f);
+        buf[len] = '\0';
+        for (char *save = NULL, *tok = strtok_r(buf, " \n", &save); tok && t >= 0;
+             tok = strtok_r(NULL, " \n", &save)) {
+                double c = stat_cpu_s(atol(tok), false);
+                t += c > 0 ? c : 0; /* one that exited meanwhile is in the reaped sum */
+        }
+        return t;
+}
+
+/* This process's CPU seconds (all threads), or its waited-for children's. */
+static double own_cpu_s(int who)
+{
+        struct rusage ru;
+        if (getrusage(who, &ru) != 0)
+                return 0;
+        return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+               (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
 static void die(const char *what, const char *err)
 {
         fprintf(stderr, "bench_playlists: %s: %s\n", what, err);
@@ -76,12 +135,76 @@ static struct qz_pg *connect_or_die(const char *dsn)
         return pg;
 }
 
-/* One builder instance: users i with i % n == part. Prints per-type seconds when verbose. */
+/* One batch's requests, results and outcomes (two of them when the store overlaps the build). */
+struct batch_set {
+        struct pl_gen_result *res;
+        struct pl_request *rqs;
+        const struct pl_request **rqp;
+        const struct pl_playlist **plp;
+        const char **errs;
+        struct pl_store_outcome *outs;
+        char (*rids)[37];
+        size_t k;
+};
+
+static void set_alloc(struct batch_set *b, size_t cap)
+{
+        b->res = calloc(cap, sizeof(*b->res));
+        b->rqs = calloc(cap, sizeof(*b->rqs));
+        b->rqp = calloc(cap, sizeof(*b->rqp));
+        b->plp = calloc(cap, sizeof(*b->plp));
+        b->errs = calloc(cap, sizeof(*b->errs));
+        b->outs = calloc(cap, sizeof(*b->outs));
+        b->rids = calloc(cap, 37);
+        if (!b->res || !b->rqs || !b->rqp || !b->plp || !b->errs || !b->outs || !b->rids)
+                die("builder", "out of memory");
+}
+
+static void set_free(struct batch_set *b)
+{
+        free(b->res);
+        free(b->rqs);
+        free(b->rqp);
+        free(b->plp);
+        free(b->errs);
+        free(b->outs);
+        free(b->rids);
+}
+
+/* As the service stores a consumer batch: one transaction, set-based. */
+struct store_job {
+        struct qz_pg *pg;
+        struct batch_set *b;
+        double secs, commit_secs; /* the store's, and of that the commit's (WAL flush) */
+};
+
+static void *store_set(void *arg)
+{
+        struct store_job *j = arg;
+        char err[512], st[8];
+        double t0 = qz_clock_mono_s();
+        if (qz_pg_begin(j->pg, err, sizeof(err)) != 0 ||
+            pl_store_batch(j->pg, j->b->rqp, j->b->plp, j->b->errs, j->b->k, j->b->outs, st, err,
+                           sizeof(err)) != 0)
+                die("store", err);
+        double t1 = qz_clock_mono_s();
+        if (qz_pg_commit(j->pg, err, sizeof(err)) != 0)
+                die("store", err);
+        j->commit_secs += qz_clock_mono_s() - t1;
+        j->secs += qz_clock_mono_s() - t0;
+        for (size_t i = 0; i < j->b->k; i++)
+                pl_playlist_free(&j->b->res[i].pl);
+        return NULL;
+}
+
+/* One builder instance: users i with i % n == part. Prints per-request seconds when verbose.
+ * overlap (QZ_BENCH_OVERLAP=1; an experiment, the service does not do it): batch N is stored
+ * by a second thread on a second connection while batch N+1 is built. */
 static void builder(const char *dsn, PGresult *users, int part, int n, const char *run_id,
-                    bool verbose)
+                    bool verbose, bool overlap)
 {
         char err[512];
-        struct qz_pg *pg = connect_or_die(dsn);
+        struct qz_pg *pg = connect_or_die(dsn), *spg = overlap ? connect_or_die(dsn) : pg;
         struct pl_gen_cfg gc = {.target = 50,
                                 .max_target = 200,
                                 .recency_days = 14,
@@ -89,72 +212,75 @@ static void builder(const char *dsn, PGresult *users, int part, int n, const cha
                                 .variants = "cf:100",
                                 .ab_salt = "ab1"};
         struct pl_gen *g = pl_gen_new(pg, &gc, err, sizeof(err));
-        if (!g || pl_store_prepare(pg, err, sizeof(err)) != 0)
+        if (!g || pl_store_prepare(spg, err, sizeof(err)) != 0)
                 die("builder", err);
-        double t_build = 0, t_store = 0;
+        double t_build = 0;
         long count = 0;
         const char *bs = getenv("QZ_BENCH_BATCH");
         int batch = bs && *bs ? atoi(bs) : 125;
         if (batch < 1)
                 batch = 1;
-        struct pl_gen_result *res = calloc((size_t)batch * 4, sizeof(*res));
-        struct pl_request *rqs = calloc((size_t)batch * 4, sizeof(*rqs));
-        const struct pl_request **rqp = calloc((size_t)batch * 4, sizeof(*rqp));
-        const struct pl_playlist **plp = calloc((size_t)batch * 4, sizeof(*plp));
-        const char **errs = calloc((size_t)batch * 4, sizeof(*errs));
-        struct pl_store_outcome *outs = calloc((size_t)batch * 4, sizeof(*outs));
-        char(*rids)[37] = calloc((size_t)batch * 4, 37);
-        if (!res || !rqs || !rqp || !plp || !errs || !outs || !rids)
-                die("builder", "out of memory");
+        struct batch_set sets[2];
+        set_alloc(&sets[0], (size_t)batch * 4);
+        set_alloc(&sets[1], (size_t)batch * 4);
+        struct store_job job = {.pg = spg};
+        pthread_t th;
+        bool running = false;
+        int cur = 0;
         /* As a builder handles a consumer batch: build the batch's requests (one instant, so a
          * user's four types share its profile), then store them all in one transaction. */
         for (int u0 = part; u0 < PQntuples(users); u0 += n * batch) {
+                struct batch_set *b = &sets[cur];
                 int64_t now = now_ms();
                 size_t k = 0;
                 for (int u = u0; u < PQntuples(users) && u < u0 + n * batch; u += n)
                         for (int t = 0; t < 4; t++, k++) {
                                 const char *user = PQgetvalue(users, u, 0);
-                                pl_fanout_request_id(run_id, user, types[t], rids[k]);
-                                rqs[k] = (struct pl_request){.request_id = rids[k],
-                                                             .user_id = user,
-                                                             .playlist_type = types[t],
-                                                             .reason = "bench"};
-                                rqp[k] = &rqs[k];
+                                pl_fanout_request_id(run_id, user, types[t], b->rids[k]);
+                                b->rqs[k] = (struct pl_request){.request_id = b->rids[k],
+                                                                .user_id = user,
+                                                                .playlist_type = types[t],
+                                                                .reason = "bench"};
+                                b->rqp[k] = &b->rqs[k];
                         }
+                b->k = k;
                 double t0 = qz_clock_mono_s();
-                if (pl_gen_build_batch(g, rqp, k, now, res, err, sizeof(err)) != 0)
+                if (pl_gen_build_batch(g, b->rqp, k, now, b->res, err, sizeof(err)) != 0)
                         die("build", err);
                 for (size_t i = 0; i < k; i++) {
-                        if (res[i].rc != 0)
-                                die(rqs[i].playlist_type, res[i].err);
-                        plp[i] = &res[i].pl;
-                        errs[i] = NULL;
+                        if (b->res[i].rc != 0)
+                                die(b->rqs[i].playlist_type, b->res[i].err);
+                        b->plp[i] = &b->res[i].pl;
+                        b->errs[i] = NULL;
                 }
-                double t1 = qz_clock_mono_s();
-                t_build += t1 - t0;
-                /* As the service stores a consumer batch: one transaction, set-based. */
-                char st[8];
-                if (qz_pg_begin(pg, err, sizeof(err)) != 0 ||
-                    pl_store_batch(pg, rqp, plp, errs, k, outs, st, err, sizeof(err)) != 0 ||
-                    qz_pg_commit(pg, err, sizeof(err)) != 0)
-                        die("store", err);
-                t_store += qz_clock_mono_s() - t1;
-                for (size_t i = 0; i < k; i++)
-                        pl_playlist_free(&res[i].pl);
+                t_build += qz_clock_mono_s() - t0;
+                if (running && pthread_join(th, NULL) != 0)
+                        die("builder", "join");
+                running = false;
+                job.b = b;
+                if (!overlap)
+                        store_set(&job);
+                else if (pthread_create(&th, NULL, store_set, &job) != 0)
+                        die("builder", "thread");
+                else
+                        running = true;
+                cur ^= overlap ? 1 : 0;
                 count += (long)k;
         }
-        free(res);
-        free(rqs);
-        free(rqp);
-        free(plp);
-        free(errs);
-        free(outs);
-        free(rids);
+        if (running && pthread_join(th, NULL) != 0)
+                die("builder", "join");
+        set_free(&sets[0]);
+        set_free(&sets[1]);
         if (verbose)
-                printf("  per request (ms): build %.3f (catalog load included), store %.3f\n",
+                printf("  per request (ms): build %.3f (catalog load included), store %.3f (of "
+                       "which commit %.3f)%s\n",
                        1e3 * t_build / (double)(count ? count : 1),
-                       1e3 * t_store / (double)(count ? count : 1));
+                       1e3 * job.secs / (double)(count ? count : 1),
+                       1e3 * job.commit_secs / (double)(count ? count : 1),
+                       overlap ? " (overlapping the build)" : "");
         pl_gen_free(g);
+        if (spg != pg)
+                qz_pg_free(spg);
         qz_pg_free(pg);
 }
 
@@ -269,6 +395,21 @@ int main(int argc, char **argv)
         int n = PQntuples(users);
         long lists = 4L * n;
         printf("%d users x 4 types = %ld playlists per pass\n", n, lists);
+        /* The server runs on this machine (playlists.sh): its processes' CPU time, through
+         * /proc, splits each pass's CPU between Postgres and the builders. */
+        long postmaster = -1;
+        PGresult *bp = qz_pg_query(pg, "SELECT pg_backend_pid()", 0, NULL, err, sizeof(err));
+        if (bp) {
+                char path[64], buf[512];
+                snprintf(path, sizeof(path), "/proc/%s/stat", PQgetvalue(bp, 0, 0));
+                FILE *f = fopen(path, "r");
+                char *p = f && fgets(buf, sizeof(buf), f) ? strrchr(buf, ')') : NULL;
+                if (!p || sscanf(p + 2, "%*c %ld", &postmaster) != 1)
+                        postmaster = -1;
+                if (f)
+                        fclose(f);
+                PQclear(bp);
+        }
 
         /* The baseline's rate may be measured on the first QZ_BENCH_BASELINE_USERS of the
          * (md5-shuffled) users: at the issue's size all 100k would take most of an hour.
@@ -297,6 +438,7 @@ int main(int argc, char **argv)
                "playlists/s (load %s)\n",
                nbase, base_calls, loadavg());
         t0 = qz_clock_mono_s();
+        double c0 = pg_cpu_s(postmaster);
         for (int u0 = 0; u0 < nbase; u0 += 125) {
                 char *lit = malloc(125 * 38 + 3);
                 if (!lit)
@@ -320,49 +462,71 @@ int main(int argc, char **argv)
                         die("baseline", err);
                 PQclear(r);
         }
-        double base = 4.0 * nbase / (qz_clock_mono_s() - t0);
+        double wall = qz_clock_mono_s() - t0, base = 4.0 * nbase / wall;
         printf("baseline (SQL function per user per type in a server-side loop, the guide's way; "
                "%d users): %.1f "
                "playlists/s (load %s)\n",
                nbase, base, loadavg());
+        if (c0 >= 0)
+                printf("  cpu: postgres %.2f s in %.2f s (%.2f cores), %.3f ms per playlist\n",
+                       pg_cpu_s(postmaster) - c0, wall, (pg_cpu_s(postmaster) - c0) / wall,
+                       1e3 * (pg_cpu_s(postmaster) - c0) / (4.0 * nbase));
 
         char list[64];
         snprintf(list, sizeof(list), "%s", inst && *inst ? inst : "1,2");
+        const char *ov = getenv("QZ_BENCH_OVERLAP");
+        bool with_overlap = ov && strcmp(ov, "1") == 0;
         double first = 0;
         for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok;
              tok = strtok_r(NULL, ",", &save)) {
                 int k = atoi(tok);
                 if (k < 1 || k > 64)
                         die("QZ_BENCH_INSTANCES", tok);
-                char run_id[37];
-                snprintf(run_id, sizeof(run_id), "00000000-0000-4000-8000-%012lx",
-                         (unsigned long)time(NULL) * 64 + (unsigned long)k);
-                fflush(stdout);
-                double s0 = qz_clock_mono_s();
-                if (k == 1) {
-                        builder(dsn, users, 0, 1, run_id, true);
-                } else {
-                        for (int i = 0; i < k; i++) {
-                                pid_t pid = fork();
-                                if (pid < 0)
-                                        die("fork", "failed");
-                                if (pid == 0) {
-                                        builder(dsn, users, i, k, run_id, false);
-                                        _exit(0);
+                for (int o = 0; o <= (with_overlap ? 1 : 0); o++) {
+                        char run_id[37];
+                        snprintf(run_id, sizeof(run_id), "00000000-0000-4000-8000-%012lx",
+                                 (unsigned long)time(NULL) * 128 + (unsigned long)(k * 2 + o));
+                        fflush(stdout);
+                        double s0 = qz_clock_mono_s(), p0 = pg_cpu_s(postmaster),
+                               b0 = own_cpu_s(k == 1 ? RUSAGE_SELF : RUSAGE_CHILDREN);
+                        if (k == 1) {
+                                builder(dsn, users, 0, 1, run_id, true, o == 1);
+                        } else {
+                                for (int i = 0; i < k; i++) {
+                                        pid_t pid = fork();
+                                        if (pid < 0)
+                                                die("fork", "failed");
+                                        if (pid == 0) {
+                                                builder(dsn, users, i, k, run_id, false, o == 1);
+                                                _exit(0);
+                                        }
+                                }
+                                for (int i = 0; i < k; i++) {
+                                        int st = 0;
+                                        if (wait(&st) < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+                                                die("builder", "an instance failed");
                                 }
                         }
-                        for (int i = 0; i < k; i++) {
-                                int st = 0;
-                                if (wait(&st) < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
-                                        die("builder", "an instance failed");
-                        }
+                        double w = qz_clock_mono_s() - s0, rate = (double)lists / w;
+                        double pc = pg_cpu_s(postmaster) - p0,
+                               bc = own_cpu_s(k == 1 ? RUSAGE_SELF : RUSAGE_CHILDREN) - b0;
+                        if (first == 0)
+                                first = rate;
+                        printf("builder x%d%s (build + store, one connection each): %.1f "
+                               "playlists/s = %.2fx baseline (%.2fx the per-call one), %.2fx of "
+                               "x1 (load %s)\n",
+                               k,
+                               o ? " overlapped (bench experiment: store of batch N on a 2nd "
+                                   "connection during the build of N+1)"
+                                 : "",
+                               rate, rate / base, rate / base_calls, rate / first, loadavg());
+                        if (p0 >= 0)
+                                printf("  cpu: builders %.2f s + postgres %.2f s in %.2f s = "
+                                       "%.2f cores (postgres %.0f%%); per playlist: builders "
+                                       "%.3f ms, postgres %.3f ms\n",
+                                       bc, pc, w, (bc + pc) / w, 100 * pc / (bc + pc),
+                                       1e3 * bc / (double)lists, 1e3 * pc / (double)lists);
                 }
-                double rate = (double)lists / (qz_clock_mono_s() - s0);
-                if (first == 0)
-                        first = rate;
-                printf("builder x%d (build + store, one connection each): %.1f playlists/s = "
-                       "%.2fx baseline (%.2fx the per-call one), %.2fx of x1 (load %s)\n",
-                       k, rate, rate / base, rate / base_calls, rate / first, loadavg());
         }
         verify(dsn, users);
         PQclear(users);

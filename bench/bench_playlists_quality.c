@@ -6,7 +6,8 @@
  * Protocol: the cut-off is the start of the last QZ_BENCH_HOLDOUT_DAYS (7) whole days of
  * play_history. The similarity job runs as of the cut-off (CF from the 90 days before it), then
  * for QZ_BENCH_EVAL_USERS (1000, 0 = all) users with plays on both sides, the real generator
- * (pl_gen_build as of the cut-off) builds:
+ * (its batch path, pl_gen_build_batch, as of the cut-off; checked against pl_gen_build, the
+ * per-request SQL, on the first QZ_BENCH_QUALITY_CHECK lists) builds:
  *   daily_mix        variant guide (the guide's rules, no CF) and variant cf;
  *   discovery_weekly variant guide and variant cf;
  * and two popularity baselines: the 50 most played tracks of the 30 days before the cut-off
@@ -93,20 +94,42 @@ static void score(struct metric *m, const char *const *ids, size_t n, size_t k,
         m->ndcg += dcg / idcg;
 }
 
+/* One list through the builder's batch path (the catalog in memory, one plays query), as the
+ * service builds it. For the first QZ_BENCH_QUALITY_CHECK (50) calls the per-request SQL path
+ * (the definition) builds it too, as of the same cut-off: any difference exits 1. */
 static void build(struct pl_gen *g, const char *user, const char *type, int64_t cut_ms,
-                  const char **ids, size_t *n, char ids_buf[][PL_ID_LEN])
+                  const char **ids, size_t *n, char ids_buf[][PL_ID_LEN], long *checks)
 {
         char err[512];
         struct pl_request rq = {.request_id = "eval", .user_id = user, .playlist_type = type};
-        struct pl_playlist pl = {0};
-        if (pl_gen_build(g, &rq, cut_ms, &pl, err, sizeof(err)) != 0)
+        const struct pl_request *rqp[1] = {&rq};
+        struct pl_gen_result res = {0};
+        if (pl_gen_build_batch(g, rqp, 1, cut_ms, &res, err, sizeof(err)) != 0)
                 die(type, err);
-        *n = pl.n;
-        for (size_t i = 0; i < pl.n; i++) {
-                memcpy(ids_buf[i], pl.items[i].track_id, PL_ID_LEN);
+        if (res.rc != 0)
+                die(type, res.err);
+        struct pl_playlist *pl = &res.pl;
+        if (*checks > 0) {
+                (*checks)--;
+                struct pl_playlist p = {0};
+                if (pl_gen_build(g, &rq, cut_ms, &p, err, sizeof(err)) != 0)
+                        die(type, err);
+                bool same = p.n == pl->n;
+                for (size_t i = 0; same && i < p.n; i++)
+                        same = strcmp(p.items[i].track_id, pl->items[i].track_id) == 0;
+                pl_playlist_free(&p);
+                if (!same) {
+                        fprintf(stderr, "%s %s: batch path and per-request SQL differ\n", user,
+                                type);
+                        exit(1);
+                }
+        }
+        *n = pl->n;
+        for (size_t i = 0; i < pl->n; i++) {
+                memcpy(ids_buf[i], pl->items[i].track_id, PL_ID_LEN);
                 ids[i] = ids_buf[i];
         }
-        pl_playlist_free(&pl);
+        pl_playlist_free(pl);
 }
 
 int main(void)
@@ -229,6 +252,7 @@ int main(void)
                    **fresh = malloc(((size_t)nho + 1) * sizeof(*fresh));
         if (!all || !fresh)
                 die("memory", "out of memory");
+        long checks = env_long("QZ_BENCH_QUALITY_CHECK", 50), checked = checks;
         double t1 = qz_clock_mono_s();
         int row = 0;
         long built = 0;
@@ -249,8 +273,8 @@ int main(void)
                         if (PQgetvalue(ho, row, 2)[0] == 't')
                                 fresh[nfresh++] = PQgetvalue(ho, row, 1);
                 }
-                build(gguide, user, "daily_mix", cut_ms, ids[0], &n[0], buf[0]);
-                build(gcfg, user, "daily_mix", cut_ms, ids[1], &n[1], buf[1]);
+                build(gguide, user, "daily_mix", cut_ms, ids[0], &n[0], buf[0], &checks);
+                build(gcfg, user, "daily_mix", cut_ms, ids[1], &n[1], buf[1], &checks);
                 n[2] = 0;
                 for (int i = 0; i < PQntuples(pop); i++)
                         ids[2][n[2]++] = PQgetvalue(pop, i, 0);
@@ -260,8 +284,8 @@ int main(void)
                 built += 2;
                 if (nfresh == 0)
                         continue;
-                build(gguide, user, "discovery_weekly", cut_ms, ids[3], &n[3], buf[3]);
-                build(gcfg, user, "discovery_weekly", cut_ms, ids[4], &n[4], buf[4]);
+                build(gguide, user, "discovery_weekly", cut_ms, ids[3], &n[3], buf[3], &checks);
+                build(gcfg, user, "discovery_weekly", cut_ms, ids[4], &n[4], buf[4], &checks);
                 const char *vp[] = {user, cut};
                 PGresult *pu = q(pg,
                                  "SELECT e.track_id::text FROM eval_pop e WHERE NOT EXISTS "
@@ -288,8 +312,10 @@ int main(void)
                "(%ld of those released in the 90 days before the cut-off)\n",
                nplays, cut, holdout, nu, nho, fresh_total, fresh_recent);
         printf("similarities as of the cut-off: %s (%.1f s); %ld playlists built in %.1f s "
-               "(%.1f/s, one connection)\n",
-               jr.message, t_sim, built, t_build, t_build > 0 ? (double)built / t_build : 0);
+               "(%.1f/s, one connection, batch path; the first %ld also by the per-request SQL: "
+               "identical)\n",
+               jr.message, t_sim, built, t_build, t_build > 0 ? (double)built / t_build : 0,
+               checked - checks);
         printf("%-29s %6s %9s %9s %9s\n", "list (K=50)", "users", "hit_rate", "recall", "ndcg");
         for (int i = 0; i < NLISTS; i++) {
                 double d = m[i].users ? (double)m[i].users : 1;

@@ -8,7 +8,10 @@
 # default: each builder instance loads the catalog once, so a few hundred users would mostly
 # measure that load), QZ_BENCH_INSTANCES (1,2), QZ_BENCH_BASELINE_USERS (the baseline's rate on
 # that many of them; 1000), QZ_BENCH_VERIFY (users whose playlists the batch path and the
-# per-request SQL path must build identically; 200). QZ_BENCH_FULL=1: the size, 100k
+# per-request SQL path must build identically; 200), QZ_BENCH_OVERLAP=1 (each pass again with
+# the store of a batch overlapping the next batch's build: an experiment, not the service's way).
+# Every pass prints its CPU split (builders vs this Postgres, from getrusage and /proc).
+# QZ_BENCH_FULL=1: the size, 100k
 # users and 10M plays, every user built by the builders, the baseline's rate on 5000 of them
 # (all 100k would take most of an hour); takes long: the load alone is minutes.
 set -euo pipefail

@@ -490,6 +490,16 @@ PGresult *qz_pg_query_prepared(struct qz_pg *pg, const char *name, int nparams,
         return finish_query(pg, res, errstr, errstr_size);
 }
 
+PGresult *qz_pg_query_prepared_fmt(struct qz_pg *pg, const char *name, int nparams,
+                                   const char *const *values, const int *lengths,
+                                   const int *formats, char *errstr, size_t errstr_size)
+{
+        if (not_in_copy(pg, errstr, errstr_size) != 0 || ensure(pg, errstr, errstr_size) != 0)
+                return NULL;
+        PGresult *res = PQexecPrepared(pg->conn, name, nparams, values, lengths, formats, 0);
+        return finish_query(pg, res, errstr, errstr_size);
+}
+
 int qz_pg_exec(struct qz_pg *pg, const char *sql, char *errstr, size_t errstr_size)
 {
         if (not_in_copy(pg, errstr, errstr_size) != 0 || ensure(pg, errstr, errstr_size) != 0)

@@ -82,6 +82,12 @@ PGresult *qz_pg_query(struct qz_pg *pg, const char *sql, int nparams, const char
 /* The same with a statement registered by qz_pg_prepare. */
 PGresult *qz_pg_query_prepared(struct qz_pg *pg, const char *name, int nparams,
                                const char *const *values, char *errstr, size_t errstr_size);
+/* The same with per-parameter formats (formats[i] 1 = binary, lengths[i] its byte length;
+ * formats NULL = all text): for large arrays whose text form would cost the server a parse per
+ * element. Text results. */
+PGresult *qz_pg_query_prepared_fmt(struct qz_pg *pg, const char *name, int nparams,
+                                   const char *const *values, const int *lengths,
+                                   const int *formats, char *errstr, size_t errstr_size);
 /* Runs sql (may hold several statements; no parameters) and discards the results. 0 or -1. */
 int qz_pg_exec(struct qz_pg *pg, const char *sql, char *errstr, size_t errstr_size);
 /* A prepared statement whose result is not needed; *affected (may be NULL) gets the row

@@ -366,7 +366,11 @@ static int load_neighbours(struct pl_catalog *c, struct qz_pg *pg, char *errstr,
                         return -1;
                 int rows = PQntuples(r);
                 for (int i = 0; i < rows; i++) {
-                        int32_t a = smap_find(c, &c->tmap, track_key, PQgetvalue(r, i, 0), NULL);
+                        /* Rows come grouped by track: most repeat the previous one. */
+                        const char *as = PQgetvalue(r, i, 0);
+                        int32_t a = cur >= 0 && strcmp(c->t[cur].id, as) == 0
+                                        ? cur
+                                        : smap_find(c, &c->tmap, track_key, as, NULL);
                         int32_t b = smap_find(c, &c->tmap, track_key, PQgetvalue(r, i, 1), NULL);
                         if (a < 0 || b < 0)
                                 continue; /* cannot happen: foreign keys, one snapshot */
@@ -632,9 +636,9 @@ int pl_cat_batch_load(struct pl_cat_batch *b, struct pl_catalog *c, struct qz_pg
             "SELECT h.user_id::text, h.track_id::text, count(*), count(*) FILTER (WHERE "
             "h.played_at >= $2::timestamptz - interval '30 days'), "
             "sum(CASE WHEN h.completed THEN 1.0 ELSE 0.5 END * "
-            "exp(-extract(epoch FROM ($2::timestamptz - h.played_at)) / 86400.0 / $3::float8)) "
+            "exp(-date_part('epoch', $2::timestamptz - h.played_at) / 86400.0 / $3::float8)) "
             "FILTER (WHERE h.played_at >= $2::timestamptz - interval '30 days'), "
-            "sum(exp(-extract(epoch FROM ($2::timestamptz - h.played_at)) / 86400.0 / "
+            "sum(exp(-date_part('epoch', $2::timestamptz - h.played_at) / 86400.0 / "
             "$3::float8)) FILTER (WHERE h.played_at >= $2::timestamptz - interval '90 days'), "
             "count(*)::float8 + extract(epoch FROM max(h.played_at)) / 1e10, "
             "max(h.played_at) < $2::timestamptz - interval '60 days' "

@@ -19,7 +19,7 @@
 /* The user's seed tracks for similarity: their last 90 days of plays, recency-weighted. */
 #define SEEDS_SQL                                                                                  \
         "seeds AS (SELECT h.track_id AS id, "                                                      \
-        "sum(exp(-extract(epoch FROM ($2::timestamptz - h.played_at)) / 86400.0 / $3::float8)) "   \
+        "sum(exp(-date_part('epoch', $2::timestamptz - h.played_at) / 86400.0 / $3::float8)) "     \
         "AS w FROM play_history h WHERE h.user_id = $1::uuid "                                     \
         "AND h.played_at >= $2::timestamptz - interval '90 days' "                                 \
         "AND h.played_at < $2::timestamptz GROUP BY h.track_id ORDER BY w DESC, h.track_id "       \
@@ -52,7 +52,7 @@ static const struct {
     /* daily_mix 60%: plays of the last 30 days, each weighted by recency (a skip half). */
     {"pl_recent",
      "SELECT t.id, t.artist_id, sum(CASE WHEN h.completed THEN 1.0 ELSE 0.5 END * "
-     "exp(-extract(epoch FROM ($2::timestamptz - h.played_at)) / 86400.0 / $3::float8)) AS s "
+     "exp(-date_part('epoch', $2::timestamptz - h.played_at) / 86400.0 / $3::float8)) AS s "
      "FROM play_history h JOIN tracks t ON t.id = h.track_id AND t.deleted_at IS NULL "
      "WHERE h.user_id = $1::uuid AND h.played_at >= $2::timestamptz - interval '30 days' "
      "AND h.played_at < $2::timestamptz GROUP BY t.id, t.artist_id "
@@ -567,15 +567,33 @@ static int disc_pool(struct build *b, struct pl_pool *p, const struct pl_cat_dis
         struct pl_cat_scored *v = malloc(((size_t)n + 1) * sizeof(*v));
         if (!v)
                 return -1;
-        for (int i = 0; i < n; i++) {
-                const char *id = pl_cat_track_id(b->mb->cat, rows[i].track);
-                v[i].s = wp * rows[i].pop / 100.0 + wr * pl_rules_rand(seed, id) +
-                         (cf ? wa * rows[i].aff / maxaff : 0);
-                v[i].track = rows[i].track;
+        size_t lim = limit_n(b), m = 0;
+        /* The seeded random number (a hash of the track id: the costliest part) only for
+         * candidates that can reach the first lim. With r = 0 and r -> 1 the same expression
+         * bounds a score from below and above (rounding is monotonic), so a candidate whose
+         * upper bound is below the lim-th largest lower bound is beaten by lim others whatever
+         * its r: leaving it out changes nothing. */
+        double floor_s = -HUGE_VAL;
+        if ((size_t)n > lim && lim > 0) {
+                for (int i = 0; i < n; i++) {
+                        v[i].s = wp * rows[i].pop / 100.0 + wr * 0.0 +
+                                 (cf ? wa * rows[i].aff / maxaff : 0);
+                        v[i].track = rows[i].track;
+                }
+                pl_cat_top(v, (size_t)n, lim);
+                floor_s = v[lim - 1].s;
         }
-        size_t lim = limit_n(b);
-        pl_cat_top(v, (size_t)n, lim);
-        for (size_t i = 0; i < (size_t)n && i < lim; i++)
+        for (int i = 0; i < n; i++) {
+                if (floor_s > -HUGE_VAL &&
+                    wp * rows[i].pop / 100.0 + wr + (cf ? wa * rows[i].aff / maxaff : 0) < floor_s)
+                        continue;
+                const char *id = pl_cat_track_id(b->mb->cat, rows[i].track);
+                v[m].s = wp * rows[i].pop / 100.0 + wr * pl_rules_rand(seed, id) +
+                         (cf ? wa * rows[i].aff / maxaff : 0);
+                v[m++].track = rows[i].track;
+        }
+        pl_cat_top(v, m, lim);
+        for (size_t i = 0; i < m && i < lim; i++)
                 if (pl_pool_push(p, pl_cat_track_id(b->mb->cat, v[i].track),
                                  pl_cat_track_artist(b->mb->cat, v[i].track), v[i].s) != 0) {
                         free(v);

@@ -15,11 +15,15 @@
 /* A batch's outcomes: the request log (claim), generations, smart_playlists and notifications in
  * one statement. Data-modifying CTEs cannot see each other's rows, so the generation id is drawn
  * up front (gid) and the log row is written complete; only claimed requests (RETURNING of c) get
- * a playlist and a notification, as store_in_tx does. */
+ * a playlist and a notification, as store_in_tx does. The track ids of all the batch's playlists
+ * travel as one binary uuid[] ($2; row i's are $2[o+1 .. o+n]), sliced once per row: as text
+ * (a "{…}" literal per row, cast where used) they were half the statement's time, in uuid_in and
+ * the JSON parse (measured: 66-110 ms -> 41-79 ms per 500 requests). */
 #define BATCH_SQL                                                                                  \
-        "WITH x AS MATERIALIZED (SELECT x.*, gen_random_uuid() AS gid FROM "                       \
+        "WITH x AS MATERIALIZED (SELECT x.*, gen_random_uuid() AS gid, "                           \
+        "($2::uuid[])[o + 1:o + n] AS tids FROM "                                                  \
         "jsonb_to_recordset($1::jsonb) AS x(i int, request_id uuid, user_id uuid, "                \
-        "playlist_type text, run_id uuid, ok boolean, error text, variant text, ids text, "        \
+        "playlist_type text, run_id uuid, ok boolean, error text, variant text, o int, "           \
         "n int, gen bigint, exp bigint, meta jsonb)), "                                            \
         "c AS (INSERT INTO playlist_requests_done (request_id, user_id, playlist_type, run_id, "   \
         "status, error, playlist_id, track_count, generated_at, expires_at) SELECT request_id, "   \
@@ -30,10 +34,10 @@
         "ON CONFLICT (request_id) DO NOTHING RETURNING request_id), "                              \
         "cx AS (SELECT x.* FROM x JOIN c USING (request_id)), "                                    \
         "g AS (INSERT INTO smart_playlist_generations (id, user_id, playlist_type, variant, "      \
-        "track_ids, generated_at) SELECT gid, user_id, playlist_type, variant, ids::uuid[], "      \
+        "track_ids, generated_at) SELECT gid, user_id, playlist_type, variant, tids, "             \
         "to_timestamp(gen / 1000.0) FROM cx WHERE ok ORDER BY i), "                                \
         "s AS (INSERT INTO smart_playlists AS s (user_id, playlist_type, id, track_ids, "          \
-        "generated_at, expires_at, metadata) SELECT user_id, playlist_type, gid, ids::uuid[], "    \
+        "generated_at, expires_at, metadata) SELECT user_id, playlist_type, gid, tids, "           \
         "to_timestamp(gen / 1000.0), to_timestamp(exp / 1000.0), meta FROM cx WHERE ok "           \
         "ORDER BY i ON CONFLICT (user_id, playlist_type) DO UPDATE SET id = EXCLUDED.id, "         \
         "track_ids = EXCLUDED.track_ids, generated_at = EXCLUDED.generated_at, "                   \
@@ -207,6 +211,61 @@ int pl_store_result(struct qz_pg *pg, const struct pl_request *rq, const struct 
         return qz_pg_commit(pg, errstr, errstr_size);
 }
 
+/* Hex digit values plus one (0 = not a hex digit): a table, as 25,000 ids per batch go through
+ * uuid_bytes (a branchy parse showed in perf). */
+static const unsigned char hex1[256] = {
+    ['0'] = 1,  ['1'] = 2,  ['2'] = 3,  ['3'] = 4,  ['4'] = 5,  ['5'] = 6,  ['6'] = 7,  ['7'] = 8,
+    ['8'] = 9,  ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16,
+    ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16};
+
+/* A canonical uuid text (8-4-4-4-12 hex digits) into its 16 bytes. 0, or -1 if malformed. */
+static int uuid_bytes(const char *s, unsigned char out[16])
+{
+        size_t k = 0;
+        for (size_t i = 0; i < 36; i++) {
+                if (i == 8 || i == 13 || i == 18 || i == 23) {
+                        if (s[i] != '-')
+                                return -1;
+                        continue;
+                }
+                int hi = hex1[(unsigned char)s[i]], lo = hi ? hex1[(unsigned char)s[++i]] : 0;
+                if (!lo)
+                        return -1;
+                out[k++] = (unsigned char)((hi - 1) << 4 | (lo - 1));
+        }
+        return s[36] == '\0' ? 0 : -1;
+}
+
+static void put_be32(unsigned char *p, uint32_t v)
+{
+        p[0] = (unsigned char)(v >> 24);
+        p[1] = (unsigned char)(v >> 16);
+        p[2] = (unsigned char)(v >> 8);
+        p[3] = (unsigned char)v;
+}
+
+/* Postgres' binary uuid[] of `total` elements (array_recv's format: ndim, flags, element type
+ * 2950, then size and lower bound per dimension, then length and bytes per element), without
+ * the elements: the caller writes each at hdr + 20 * k + 4. *len gets the full length. */
+static unsigned char *uuid_array_new(size_t total, int *len)
+{
+        size_t hdr = total ? 20 : 12, size = hdr + 20 * total;
+        unsigned char *b = malloc(size);
+        if (!b)
+                return NULL;
+        put_be32(b, total ? 1 : 0);
+        put_be32(b + 4, 0);
+        put_be32(b + 8, 2950);
+        if (total) {
+                put_be32(b + 12, (uint32_t)total);
+                put_be32(b + 16, 1);
+        }
+        for (size_t k = 0; k < total; k++)
+                put_be32(b + hdr + 20 * k, 16);
+        *len = (int)size;
+        return b;
+}
+
 /* Round of request i: how many earlier requests share its request_id or its (user, type). */
 static size_t round_of(const struct pl_request *const *rqs, size_t i)
 {
@@ -219,6 +278,39 @@ static size_t round_of(const struct pl_request *const *rqs, size_t i)
         return r;
 }
 
+static int cmp_rid(const void *a, const void *b)
+{
+        return strcasecmp((*(const struct pl_request *const *)a)->request_id,
+                          (*(const struct pl_request *const *)b)->request_id);
+}
+
+static int cmp_user_type(const void *a, const void *b)
+{
+        const struct pl_request *x = *(const struct pl_request *const *)a,
+                                *y = *(const struct pl_request *const *)b;
+        int c = strcasecmp(x->user_id, y->user_id);
+        return c ? c : strcmp(x->playlist_type, y->playlist_type);
+}
+
+/* True when some request_id or (user, type) appears twice: two sorts instead of round_of's
+ * n^2 comparisons (a quarter of a million per batch of 500) in the usual case of none. */
+static bool any_repeat(const struct pl_request *const *rqs, size_t n)
+{
+        const struct pl_request **v = malloc((n ? n : 1) * sizeof(*v));
+        if (!v)
+                return true; /* round_of decides */
+        bool rep = false;
+        for (int pass = 0; pass < 2 && !rep; pass++) {
+                int (*cmp)(const void *, const void *) = pass ? cmp_user_type : cmp_rid;
+                memcpy(v, rqs, n * sizeof(*v));
+                qsort(v, n, sizeof(*v), cmp);
+                for (size_t i = 1; i < n && !rep; i++)
+                        rep = cmp(&v[i - 1], &v[i]) == 0;
+        }
+        free(v);
+        return rep;
+}
+
 int pl_store_batch(struct qz_pg *pg, const struct pl_request *const *rqs,
                    const struct pl_playlist *const *pls, const char *const *errors, size_t n,
                    struct pl_store_outcome *outs, char sqlstate[8], char *errstr,
@@ -226,52 +318,70 @@ int pl_store_batch(struct qz_pg *pg, const struct pl_request *const *rqs,
 {
         size_t *round = calloc(n ? n : 1, sizeof(*round)), maxr = 0;
         char *doc = NULL, *dups = NULL;
+        unsigned char *idbin = NULL;
         json_t *arr = NULL;
         PGresult *res = NULL;
         int rc = -1;
         sqlstate[0] = '\0';
         if (!round)
                 goto oom;
+        bool repeats = any_repeat(rqs, n);
         for (size_t i = 0; i < n; i++) {
                 memset(&outs[i], 0, sizeof(outs[i]));
-                round[i] = round_of(rqs, i);
+                round[i] = repeats ? round_of(rqs, i) : 0;
                 if (round[i] > maxr)
                         maxr = round[i];
         }
         for (size_t r = 0; r <= maxr && n; r++) {
                 if (!(arr = json_array()))
                         goto oom;
-                size_t nd = 0;
+                size_t nd = 0, total = 0, off = 0;
+                for (size_t i = 0; i < n; i++)
+                        if (round[i] == r && pls[i])
+                                total += pls[i]->n;
+                int idlen = 0;
+                if (!(idbin = uuid_array_new(total, &idlen)))
+                        goto oom;
                 for (size_t i = 0; i < n; i++) {
                         if (round[i] != r)
                                 continue;
                         const struct pl_playlist *pl = pls[i];
-                        char *ids = pl ? pl_store_ids_literal(pl->items, pl->n) : NULL;
-                        if (pl && !ids)
-                                goto oom;
+                        for (size_t t = 0; pl && t < pl->n; t++)
+                                if (uuid_bytes(pl->items[t].track_id,
+                                               idbin + 20 + 20 * (off + t) + 4) != 0) {
+                                        snprintf(errstr, errstr_size, "track id '%s' is not a uuid",
+                                                 pl->items[t].track_id);
+                                        snprintf(sqlstate, 8, "22P02");
+                                        goto done;
+                                }
                         json_t *o = json_pack(
-                            "{s:I,s:s,s:s,s:s,s:o,s:b,s:o,s:s,s:o,s:I,s:I,s:I,s:O}", "i",
+                            "{s:I,s:s,s:s,s:s,s:o,s:b,s:o,s:s,s:I,s:I,s:I,s:I,s:O}", "i",
                             (json_int_t)i, "request_id", rqs[i]->request_id, "user_id",
                             rqs[i]->user_id, "playlist_type", rqs[i]->playlist_type, "run_id",
                             rqs[i]->run_id ? json_string(rqs[i]->run_id) : json_null(), "ok",
                             pl != NULL, "error",
                             pl || !errors[i] ? json_null() : json_string(errors[i]), "variant",
-                            pl ? pl->variant : "", "ids", ids ? json_string(ids) : json_null(), "n",
+                            pl ? pl->variant : "", "o", (json_int_t)off, "n",
                             (json_int_t)(pl ? pl->n : 0), "gen",
                             (json_int_t)(pl ? pl->generated_ms : 0), "exp",
                             (json_int_t)(pl ? pl->expires_ms : 0), "meta",
                             pl && pl->metadata ? pl->metadata : json_null());
-                        free(ids);
                         if (!o || json_array_append_new(arr, o) != 0)
                                 goto oom;
+                        off += pl ? pl->n : 0;
                         nd++;
                 }
                 if (!(doc = json_dumps(arr, JSON_COMPACT)))
                         goto oom;
                 json_decref(arr);
                 arr = NULL;
-                const char *v[] = {doc};
-                if (!(res = qz_pg_query_prepared(pg, "pl_store_batch", 1, v, errstr, errstr_size)))
+                const char *v[] = {doc, (const char *)idbin};
+                const int lens[] = {0, idlen}, fmts[] = {0, 1};
+                res = qz_pg_query_prepared_fmt(pg, "pl_store_batch", 2, v, lens, fmts, errstr,
+                                               errstr_size);
+                free(idbin);
+                idbin = NULL;
+                if (!res)
                         goto fail;
                 for (int k = 0; k < PQntuples(res); k++) {
                         size_t i = (size_t)atol(PQgetvalue(res, k, 0));
@@ -344,6 +454,7 @@ done:
         json_decref(arr);
         free(doc);
         free(dups);
+        free(idbin);
         free(round);
         return rc;
 }

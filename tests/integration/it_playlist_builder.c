@@ -17,6 +17,8 @@
 #include "log.h"
 #include "pg.h"
 
+#include "../../services/playlist-builder/store.h"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <librdkafka/rdkafka.h>
@@ -890,12 +892,111 @@ static void test_two_builders(void **state)
                 free(users[i]);
 }
 
+/* store.c's batch statement directly: the batch's track ids travel as one binary uuid[] and
+ * each playlist gets its own slice, in order (an empty list gives '{}'; a failure stores no
+ * list); a track id that is not a uuid fails the batch with 22P02 before anything is sent, so
+ * the caller's per-request fallback answers it. */
+static void test_store_batch_ids(void **state)
+{
+        (void)state;
+        char err[512], st[8], sql[512], user[64], rq[4][64];
+        const char *types3[3] = {"daily_mix", "new_for_you", "discovery_weekly"};
+        snprintf(user, sizeof(user), "%08x-0000-4000-8000-0000000000aa", (unsigned)rand());
+        for (int i = 0; i < 4; i++)
+                snprintf(rq[i], sizeof(rq[i]), "%.8s-%04x-4000-8000-00000000000%d", P,
+                         (unsigned)rand() & 0xffff, i);
+        struct qz_pg_opts o = {.dsn = dsn};
+        struct qz_pg *spg = qz_pg_new(&o, err, sizeof(err));
+        assert_non_null(spg);
+        assert_int_equal(pl_store_prepare(spg, err, sizeof(err)), 0);
+        struct pl_cand items[3];
+        memset(items, 0, sizeof(items));
+        for (int i = 0; i < 3; i++) /* upper case in: Postgres prints lower case */
+                snprintf(items[i].track_id, sizeof(items[i].track_id),
+                         "0000000%d-AAAA-4BBB-8CCC-%012d", 3 - i, 7 * i);
+        struct pl_playlist pls[2] = {{.items = items,
+                                      .n = 3,
+                                      .metadata = json_object(),
+                                      .generated_ms = 1700000000000,
+                                      .expires_ms = 1700086400000},
+                                     {.items = NULL,
+                                      .n = 0,
+                                      .metadata = json_object(),
+                                      .generated_ms = 1700000000000,
+                                      .expires_ms = 1700086400000}};
+        snprintf(pls[0].variant, sizeof(pls[0].variant), "cf");
+        snprintf(pls[1].variant, sizeof(pls[1].variant), "guide");
+        struct pl_request rqs[3];
+        const struct pl_request *rqp[3];
+        for (int i = 0; i < 3; i++) {
+                rqs[i] = (struct pl_request){.request_id = rq[i],
+                                             .user_id = user,
+                                             .playlist_type = types3[i],
+                                             .reason = "test"};
+                rqp[i] = &rqs[i];
+        }
+        const struct pl_playlist *plp[3] = {&pls[0], &pls[1], NULL};
+        const char *errs[3] = {NULL, NULL, "a test failure"};
+        struct pl_store_outcome outs[3];
+        assert_int_equal(qz_pg_begin(spg, err, sizeof(err)), 0);
+        int rc = pl_store_batch(spg, rqp, plp, errs, 3, outs, st, err, sizeof(err));
+        if (rc != 0)
+                fprintf(stderr, "pl_store_batch: %s\n", err);
+        assert_int_equal(rc, 0);
+        assert_int_equal(qz_pg_commit(spg, err, sizeof(err)), 0);
+        assert_true(outs[0].ok && outs[1].ok && !outs[2].ok);
+        snprintf(sql, sizeof(sql),
+                 "SELECT s.playlist_type || ' ' || s.track_ids::text || ' ' || g.track_ids::text "
+                 "|| ' ' || g.variant FROM smart_playlists s JOIN smart_playlist_generations g "
+                 "ON g.id = s.id WHERE s.user_id = '%s' ORDER BY 1",
+                 user);
+        PGresult *r = qz_pg_query(pg, sql, 0, NULL, err, sizeof(err));
+        assert_non_null(r);
+        assert_int_equal(PQntuples(r), 2);
+        assert_string_equal(PQgetvalue(r, 0, 0),
+                            "daily_mix {00000003-aaaa-4bbb-8ccc-000000000000,"
+                            "00000002-aaaa-4bbb-8ccc-000000000007,"
+                            "00000001-aaaa-4bbb-8ccc-000000000014} {00000003-aaaa-4bbb-8ccc-"
+                            "000000000000,00000002-aaaa-4bbb-8ccc-000000000007,00000001-aaaa-"
+                            "4bbb-8ccc-000000000014} cf");
+        assert_string_equal(PQgetvalue(r, 1, 0), "new_for_you {} {} guide");
+        PQclear(r);
+        snprintf(sql, sizeof(sql),
+                 "SELECT status || ' ' || error FROM playlist_requests_done WHERE request_id = "
+                 "'%s'",
+                 rq[2]);
+        r = qz_pg_query(pg, sql, 0, NULL, err, sizeof(err));
+        assert_non_null(r);
+        assert_int_equal(PQntuples(r), 1);
+        assert_string_equal(PQgetvalue(r, 0, 0), "error a test failure");
+        PQclear(r);
+
+        /* A malformed track id: refused before sending, nothing stored. */
+        snprintf(items[1].track_id, sizeof(items[1].track_id), "not-a-uuid");
+        rqs[0].request_id = rq[3];
+        assert_int_equal(qz_pg_begin(spg, err, sizeof(err)), 0);
+        assert_int_equal(pl_store_batch(spg, rqp, plp, errs, 1, outs, st, err, sizeof(err)), -1);
+        assert_string_equal(st, "22P02");
+        assert_non_null(strstr(err, "not-a-uuid"));
+        assert_int_equal(qz_pg_rollback(spg, err, sizeof(err)), 0);
+        snprintf(sql, sizeof(sql), "SELECT 1 FROM playlist_requests_done WHERE request_id = '%s'",
+                 rq[3]);
+        r = qz_pg_query(pg, sql, 0, NULL, err, sizeof(err));
+        assert_non_null(r);
+        assert_int_equal(PQntuples(r), 0);
+        PQclear(r);
+        json_decref(pls[0].metadata);
+        json_decref(pls[1].metadata);
+        qz_pg_free(spg);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test(test_guide_types),    cmocka_unit_test(test_generated_events),
-            cmocka_unit_test(test_catalog_change), cmocka_unit_test(test_jobs),
-            cmocka_unit_test(test_parameterised),  cmocka_unit_test(test_two_builders),
+            cmocka_unit_test(test_guide_types),     cmocka_unit_test(test_generated_events),
+            cmocka_unit_test(test_catalog_change),  cmocka_unit_test(test_jobs),
+            cmocka_unit_test(test_parameterised),   cmocka_unit_test(test_two_builders),
+            cmocka_unit_test(test_store_batch_ids),
         };
         return cmocka_run_group_tests(tests, setup, teardown);
 }
