@@ -437,22 +437,34 @@ static int derive(struct pl_catalog *c)
         return 0;
 }
 
-int pl_catalog_sync(struct pl_catalog *c, struct qz_pg *pg, bool *reloaded, char *errstr,
-                    size_t errstr_size)
+int pl_catalog_sync(struct pl_catalog *c, struct qz_pg *pg, bool *reloaded, char sqlstate[8],
+                    char *errstr, size_t errstr_size)
 {
         *reloaded = false;
+        sqlstate[0] = '\0';
         PGresult *r = qz_pg_query(pg, "SELECT version FROM playlist_catalog_version", 0, NULL,
                                   errstr, errstr_size);
-        if (!r)
+        if (!r) {
+                snprintf(sqlstate, 8, "%s", qz_pg_sqlstate(pg));
                 return -1;
-        long long v = PQntuples(r) ? atoll(PQgetvalue(r, 0, 0)) : -1;
+        }
+        if (PQntuples(r) != 1) {
+                /* Without the row nothing would ever say the catalog changed. */
+                PQclear(r);
+                snprintf(errstr, errstr_size, "playlist_catalog_version has no row (sql/051)");
+                snprintf(sqlstate, 8, "P0002");
+                return -1;
+        }
+        long long v = atoll(PQgetvalue(r, 0, 0));
         PQclear(r);
         if (c->loaded && v == c->version)
                 return 0;
         catalog_clear(c);
-        if (qz_pg_exec(pg, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", errstr,
+        if (qz_pg_begin(pg, errstr, errstr_size) != 0)
+                goto failed;
+        if (qz_pg_exec(pg, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY", errstr,
                        errstr_size) != 0)
-                return -1;
+                goto fail;
         /* The version again inside the snapshot: what is loaded is exactly that version. */
         if (!(r = qz_pg_query(pg, "SELECT version FROM playlist_catalog_version", 0, NULL, errstr,
                               errstr_size)))
@@ -462,8 +474,8 @@ int pl_catalog_sync(struct pl_catalog *c, struct qz_pg *pg, bool *reloaded, char
         if (load_tracks(c, pg, errstr, errstr_size) != 0 ||
             load_neighbours(c, pg, errstr, errstr_size) != 0)
                 goto fail;
-        if (qz_pg_exec(pg, "COMMIT", errstr, errstr_size) != 0)
-                goto fail;
+        if (qz_pg_commit(pg, errstr, errstr_size) != 0)
+                goto failed;
         if (derive(c) != 0) {
                 catalog_clear(c);
                 snprintf(errstr, errstr_size, "catalog: out of memory");
@@ -474,7 +486,13 @@ int pl_catalog_sync(struct pl_catalog *c, struct qz_pg *pg, bool *reloaded, char
         *reloaded = true;
         return 0;
 fail:
-        qz_pg_exec(pg, "ROLLBACK", NULL, 0);
+        /* The state first: the rollback clears it. */
+        snprintf(sqlstate, 8, "%s", qz_pg_sqlstate(pg));
+        qz_pg_rollback(pg, NULL, 0);
+        catalog_clear(c);
+        return -1;
+failed:
+        snprintf(sqlstate, 8, "%s", qz_pg_sqlstate(pg));
         catalog_clear(c);
         return -1;
 }

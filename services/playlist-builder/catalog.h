@@ -61,9 +61,10 @@ struct pl_catalog *pl_catalog_new(void);
 void pl_catalog_free(struct pl_catalog *c);
 
 /* Loads the catalog when it is not loaded or playlist_catalog_version moved. 0, or -1 (errstr;
- * qz_pg_sqlstate tells a lost connection). *reloaded says whether it read the tables. */
-int pl_catalog_sync(struct pl_catalog *c, struct qz_pg *pg, bool *reloaded, char *errstr,
-                    size_t errstr_size);
+ * sqlstate: the failure's SQLSTATE, "" when not Postgres'; a missing version row is P0002).
+ * *reloaded says whether it read the tables. */
+int pl_catalog_sync(struct pl_catalog *c, struct qz_pg *pg, bool *reloaded, char sqlstate[8],
+                    char *errstr, size_t errstr_size);
 size_t pl_catalog_tracks(const struct pl_catalog *c);
 size_t pl_catalog_neighbours(const struct pl_catalog *c);
 

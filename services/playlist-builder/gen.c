@@ -41,12 +41,12 @@ static const struct {
      "WITH p AS (SELECT t.artist_id, t.genres FROM play_history h JOIN tracks t ON t.id = "
      "h.track_id WHERE h.user_id = $1::uuid AND h.played_at < $2::timestamptz), "
      "g AS (SELECT x.g, count(*) AS c FROM p, unnest(p.genres) AS x(g) GROUP BY x.g "
-     "ORDER BY c DESC, x.g LIMIT 5), "
+     "ORDER BY c DESC, x.g COLLATE \"C\" LIMIT 5), "
      "a AS (SELECT artist_id, count(*) AS c FROM p GROUP BY artist_id "
      "ORDER BY c DESC, artist_id LIMIT 10) "
      "SELECT (SELECT count(*) FROM play_history WHERE user_id = $1::uuid "
      "AND played_at < $2::timestamptz), "
-     "(SELECT coalesce(array_agg(g ORDER BY c DESC, g), '{}') FROM g)::text, "
+     "(SELECT coalesce(array_agg(g ORDER BY c DESC, g COLLATE \"C\"), '{}') FROM g)::text, "
      "(SELECT coalesce(array_agg(artist_id ORDER BY c DESC, artist_id), '{}') FROM a)::text, "
      "EXISTS (SELECT 1 FROM users WHERE id = $1::uuid)"},
     /* daily_mix 60%: plays of the last 30 days, each weighted by recency (a skip half). */
@@ -1151,24 +1151,45 @@ int pl_gen_build_batch(struct pl_gen *g, const struct pl_request *const *rqs, si
         snprintf(tau, sizeof(tau), "%g", g->cfg.recency_days);
         if (nu) {
                 bool reloaded;
+                char state[8] = "";
                 int64_t t0 = qz_clock_mono_ns();
-                if (pl_catalog_sync(g->cat, g->pg, &reloaded, errstr, errstr_size) != 0)
-                        goto done;
+                int lrc = pl_catalog_sync(g->cat, g->pg, &reloaded, state, errstr, errstr_size);
                 int64_t t1 = qz_clock_mono_ns();
-                if (pl_cat_batch_load(&mb, g->cat, g->pg, users, nu, now_ms, now, tau, errstr,
-                                      errstr_size) != 0)
-                        goto done;
-                if (reloaded)
+                if (lrc == 0) {
+                        lrc = pl_cat_batch_load(&mb, g->cat, g->pg, users, nu, now_ms, now, tau,
+                                                errstr, errstr_size);
+                        if (lrc != 0)
+                                snprintf(state, sizeof(state), "%s", qz_pg_sqlstate(g->pg));
+                }
+                if (lrc != 0) {
+                        /* A lost connection (or no Postgres state: memory) is worth a retry;
+                         * anything else (data the shared load cannot take, e.g. an infinite
+                         * released_at) would fail every retry, while the per-request SQL may
+                         * cope: build each request that way instead. */
+                        if (!state[0] || qz_pg_sqlstate_is_connection(state))
+                                goto done;
+                        qz_warn("the batch's shared load failed (SQLSTATE %s), building %zu "
+                                "requests one by one: %s",
+                                state, n, errstr);
+                        pl_cat_batch_free(&mb);
+                        nu = 0;
+                } else if (reloaded) {
                         qz_info("catalog loaded: %zu tracks, %zu neighbours in %.0f ms",
                                 pl_catalog_tracks(g->cat), pl_catalog_neighbours(g->cat),
                                 (double)(t1 - t0) / 1e6);
+                }
         }
         for (size_t i = 0; i < n; i++) {
                 bool mem = nu && batch_type(rqs[i]->playlist_type) && rqs[i]->user_id &&
                            qz_uuid_valid(rqs[i]->user_id);
                 res[i].err[0] = '\0';
+                res[i].sqlstate[0] = '\0';
                 res[i].rc = build(g, rqs[i], now_ms, mem ? &mb : NULL, &res[i].pl, res[i].err,
                                   sizeof(res[i].err));
+                /* Its own state, now: a later request's query clears or replaces it. */
+                if (res[i].rc < 0)
+                        snprintf(res[i].sqlstate, sizeof(res[i].sqlstate), "%s",
+                                 qz_pg_sqlstate(g->pg));
         }
         rc = 0;
 done:

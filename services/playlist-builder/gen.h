@@ -68,6 +68,7 @@ struct pl_gen_result {
         int rc;
         struct pl_playlist pl;
         char err[512];
+        char sqlstate[8]; /* rc -1: the SQLSTATE of this request's failure ("" = not Postgres) */
 };
 int pl_gen_build_batch(struct pl_gen *g, const struct pl_request *const *rqs, size_t n,
                        int64_t now_ms, struct pl_gen_result *res, char *errstr, size_t errstr_size);

@@ -125,8 +125,11 @@ static int build_all(struct pl_requests *r, struct item *items, size_t n, int64_
                 struct item *it = &items[idx[j]];
                 int brc = res[j].rc;
                 snprintf(it->err, sizeof(it->err), "%s", res[j].err);
+                pl_store_text_fix(it->err);
                 if (brc < 0) {
-                        const char *state = qz_pg_sqlstate(r->cfg.pg);
+                        /* The state of this request's own failure (gen.c keeps it): the
+                         * connection's is of whatever ran last. */
+                        const char *state = res[j].sqlstate;
                         if (qz_pg_sqlstate_is_connection(state) || !state[0]) {
                                 qz_warn("request %s: building failed, will retry: %s",
                                         it->rq.request_id, it->err);
@@ -200,8 +203,12 @@ stored_all:
         free(idx);
         if (src < 0)
                 goto transient;
-        if (src > 0)
+        if (src > 0) {
+                qz_warn("storing a batch of %zu requests: postgres refused it (SQLSTATE %s), "
+                        "storing them one by one: %s",
+                        n, state, err);
                 return 1;
+        }
         /* The runs' progress, counted once per request first stored, with its effect. */
         for (size_t i = 0; i < n; i++) {
                 if (!items[i].ev || !items[i].o.counted)
@@ -224,6 +231,9 @@ stored_all:
                         qz_pg_rollback(pg, NULL, 0);
                         if (conn)
                                 goto transient;
+                        qz_warn("counting a batch's run progress refused, storing its %zu "
+                                "requests one by one: %s",
+                                n, err);
                         return 1;
                 }
         }
@@ -252,6 +262,7 @@ static int store_one(struct pl_requests *r, struct item *it)
                 /* Postgres refused this request's values: answer it with that error rather
                  * than retrying it forever; if even that is refused it is poison. */
                 snprintf(it->err, sizeof(it->err), "%s", serr);
+                pl_store_text_fix(it->err);
                 if (it->built == 0)
                         pl_playlist_free(&it->pl);
                 it->built = 1;

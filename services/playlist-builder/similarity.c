@@ -38,7 +38,16 @@ static int replace_kind(struct qz_pg *pg, const char *kind, const struct pl_cf_n
         }
         if (qz_pg_copy_end(pg, NULL, errstr, errstr_size) != 0)
                 goto fail;
-        return qz_pg_commit(pg, errstr, errstr_size);
+        if (qz_pg_commit(pg, errstr, errstr_size) != 0)
+                return -1;
+        /* The builders' catalog version, after the data's commit and in its own transaction
+         * (sql/052): bumped inside the long one above it would lock the version row, and with it
+         * every tracks writer, until the COPY ends. */
+        if (!(r = qz_pg_query(pg, "SELECT playlist_catalog_bump_now()", 0, NULL, errstr,
+                              errstr_size)))
+                return -1;
+        PQclear(r);
+        return 0;
 fail:
         qz_pg_rollback(pg, NULL, 0);
         return -1;

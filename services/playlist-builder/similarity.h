@@ -6,9 +6,11 @@
  * 'content'): tracks with track_features (tempo and energy at least; a missing valence,
  * danceability or acousticness counts as 0.5), compared within their genre
  * (track_features.genre, else the track's first genre). Each kind is replaced as a whole in one
- * transaction, so readers see the old or the new set. Without any track_features the content
- * rows are left as they are and the run says so: CF alone still works. The CF window ends
- * now, or at the job's param "as_of" (the offline evaluation's cut-off).
+ * transaction, so readers see the old or the new set; then playlist_catalog_version is bumped
+ * in a transaction of its own (sql/052: the rule for every writer of track_similarities).
+ * Without any track_features the content rows are left as they are and the run says so: CF
+ * alone still works. The CF window ends now, or at the job's param "as_of" (the offline
+ * evaluation's cut-off).
  *
  * Ownership: the config is borrowed. */
 #ifndef PL_SIMILARITY_H

@@ -211,6 +211,58 @@ int pl_store_result(struct qz_pg *pg, const struct pl_request *rq, const struct 
         return qz_pg_commit(pg, errstr, errstr_size);
 }
 
+/* Length of the valid UTF-8 sequence at p (RFC 3629: no overlongs, surrogates or code points
+ * above U+10FFFF), 0 when invalid; *cut is set when the string ends inside a sequence that was
+ * valid so far. */
+static size_t utf8_len(const unsigned char *p, bool *cut)
+{
+        unsigned c = p[0];
+        size_t n;
+        unsigned lo = 0x80, hi = 0xBF; /* the second byte's range */
+        *cut = false;
+        if (c < 0x80)
+                return 1;
+        if (c >= 0xC2 && c <= 0xDF)
+                n = 2;
+        else if (c >= 0xE0 && c <= 0xEF) {
+                n = 3;
+                lo = c == 0xE0 ? 0xA0 : 0x80;
+                hi = c == 0xED ? 0x9F : 0xBF;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+                n = 4;
+                lo = c == 0xF0 ? 0x90 : 0x80;
+                hi = c == 0xF4 ? 0x8F : 0xBF;
+        } else
+                return 0;
+        for (size_t k = 1; k < n; k++) {
+                if (p[k] == '\0') {
+                        *cut = true;
+                        return 0;
+                }
+                if (p[k] < (k == 1 ? lo : 0x80) || p[k] > (k == 1 ? hi : 0xBF))
+                        return 0;
+        }
+        return n;
+}
+
+char *pl_store_text_fix(char *s)
+{
+        unsigned char *p = (unsigned char *)s;
+        while (p && *p) {
+                bool cut;
+                size_t n = utf8_len(p, &cut);
+                if (cut) {
+                        *p = '\0';
+                        break;
+                }
+                if (n == 0)
+                        *p++ = '?';
+                else
+                        p += n;
+        }
+        return s;
+}
+
 /* Hex digit values plus one (0 = not a hex digit): a table, as 25,000 ids per batch go through
  * uuid_bytes (a branchy parse showed in perf). */
 static const unsigned char hex1[256] = {
@@ -266,15 +318,19 @@ static unsigned char *uuid_array_new(size_t total, int *len)
         return b;
 }
 
-/* Round of request i: how many earlier requests share its request_id or its (user, type). */
-static size_t round_of(const struct pl_request *const *rqs, size_t i)
+/* Round of request i: one after the latest round of an earlier request sharing its request_id
+ * or its (user, type), 0 when none does; rounds of the earlier ones are in round[]. Counting the
+ * earlier conflicts instead could put two conflicting requests in one round (two upserts of one
+ * smart_playlists row in one statement: 21000). */
+static size_t round_of(const struct pl_request *const *rqs, const size_t *round, size_t i)
 {
         size_t r = 0;
         for (size_t j = 0; j < i; j++)
-                if (strcasecmp(rqs[j]->request_id, rqs[i]->request_id) == 0 ||
-                    (strcasecmp(rqs[j]->user_id, rqs[i]->user_id) == 0 &&
-                     strcmp(rqs[j]->playlist_type, rqs[i]->playlist_type) == 0))
-                        r++;
+                if (round[j] + 1 > r &&
+                    (strcasecmp(rqs[j]->request_id, rqs[i]->request_id) == 0 ||
+                     (strcasecmp(rqs[j]->user_id, rqs[i]->user_id) == 0 &&
+                      strcmp(rqs[j]->playlist_type, rqs[i]->playlist_type) == 0)))
+                        r = round[j] + 1;
         return r;
 }
 
@@ -328,7 +384,7 @@ int pl_store_batch(struct qz_pg *pg, const struct pl_request *const *rqs,
         bool repeats = any_repeat(rqs, n);
         for (size_t i = 0; i < n; i++) {
                 memset(&outs[i], 0, sizeof(outs[i]));
-                round[i] = repeats ? round_of(rqs, i) : 0;
+                round[i] = repeats ? round_of(rqs, round, i) : 0;
                 if (round[i] > maxr)
                         maxr = round[i];
         }
@@ -354,15 +410,30 @@ int pl_store_batch(struct qz_pg *pg, const struct pl_request *const *rqs,
                                         snprintf(sqlstate, 8, "22P02");
                                         goto done;
                                 }
+                        /* The error text is the request's: one that is not valid UTF-8
+                         * (requests.c fixes what it stores, so only a caller that did not)
+                         * is fixed here, and one that still cannot be sent is that request's
+                         * fault (22021, stored one by one), never a retry of the batch. */
+                        json_t *ej = pl || !errors[i] ? json_null() : json_string(errors[i]);
+                        if (!ej) {
+                                char *fixed = strdup(errors[i]);
+                                ej = fixed ? json_string(pl_store_text_fix(fixed)) : NULL;
+                                free(fixed);
+                        }
+                        if (!ej) {
+                                snprintf(errstr, errstr_size,
+                                         "request %s: its error text cannot be stored",
+                                         rqs[i]->request_id);
+                                snprintf(sqlstate, 8, "22021");
+                                goto done;
+                        }
                         json_t *o = json_pack(
                             "{s:I,s:s,s:s,s:s,s:o,s:b,s:o,s:s,s:I,s:I,s:I,s:I,s:O}", "i",
                             (json_int_t)i, "request_id", rqs[i]->request_id, "user_id",
                             rqs[i]->user_id, "playlist_type", rqs[i]->playlist_type, "run_id",
                             rqs[i]->run_id ? json_string(rqs[i]->run_id) : json_null(), "ok",
-                            pl != NULL, "error",
-                            pl || !errors[i] ? json_null() : json_string(errors[i]), "variant",
-                            pl ? pl->variant : "", "o", (json_int_t)off, "n",
-                            (json_int_t)(pl ? pl->n : 0), "gen",
+                            pl != NULL, "error", ej, "variant", pl ? pl->variant : "", "o",
+                            (json_int_t)off, "n", (json_int_t)(pl ? pl->n : 0), "gen",
                             (json_int_t)(pl ? pl->generated_ms : 0), "exp",
                             (json_int_t)(pl ? pl->expires_ms : 0), "meta",
                             pl && pl->metadata ? pl->metadata : json_null());

@@ -48,6 +48,11 @@ int pl_store_batch(struct qz_pg *pg, const struct pl_request *const *rqs,
                    struct pl_store_outcome *outs, char sqlstate[8], char *errstr,
                    size_t errstr_size);
 
+/* Makes s text Postgres and JSON accept, in place and never longer: a UTF-8 sequence cut at the
+ * end (snprintf into a fixed buffer cuts by bytes, and errors repeat the request's values) is
+ * dropped, any other invalid byte becomes '?'. Returns s. */
+char *pl_store_text_fix(char *s);
+
 /* "{id,id,...}" for a uuid[] parameter; malloc'd, caller frees. */
 char *pl_store_ids_literal(const struct pl_cand *items, size_t n);
 

@@ -17,6 +17,8 @@
 #include "log.h"
 #include "pg.h"
 
+#include "../../services/playlist-builder/gen.h"
+#include "../../services/playlist-builder/similarity.h"
 #include "../../services/playlist-builder/store.h"
 
 #include <arpa/inet.h>
@@ -990,13 +992,274 @@ static void test_store_batch_ids(void **state)
         qz_pg_free(spg);
 }
 
+/* An error that repeats the request's values is cut at 511 bytes; cut inside a UTF-8 character
+ * it used to make the batch's JSON fail as "out of memory" with no SQLSTATE, so the batch was
+ * retried forever. Now: pl_store_text_fix drops the cut character, pl_store_batch stores such a
+ * text fixed, and the service answers the request with its error. */
+static void test_error_text(void **state)
+{
+        (void)state;
+        char s[16];
+        snprintf(s, sizeof(s), "ab\xc3\xa9\xc3"); /* é then half of one */
+        assert_string_equal(pl_store_text_fix(s), "ab\xc3\xa9");
+        snprintf(s, sizeof(s), "a\xff\xc3(\xe2\x82");
+        assert_string_equal(pl_store_text_fix(s), "a?"
+                                                  "?(");
+        snprintf(s, sizeof(s), "\xed\xa0\x80\xf0\x9f\x8e\xb5"); /* a surrogate, then U+1F3B5 */
+        assert_string_equal(pl_store_text_fix(s), "???\xf0\x9f\x8e\xb5");
+
+        /* pl_store_batch given a cut text: stored, fixed. */
+        char err[512], st[8], sql[256], user[40], rid[40], cut[512];
+        qz_uuid_generate(user);
+        qz_uuid_generate(rid);
+        snprintf(cut, sizeof(cut), "bad \xc3\xa9\xc3");
+        struct qz_pg_opts o = {.dsn = dsn};
+        struct qz_pg *spg = qz_pg_new(&o, err, sizeof(err));
+        assert_non_null(spg);
+        assert_int_equal(pl_store_prepare(spg, err, sizeof(err)), 0);
+        struct pl_request rq = {
+            .request_id = rid, .user_id = user, .playlist_type = "tempo", .reason = "test"};
+        const struct pl_request *rqp[1] = {&rq};
+        const struct pl_playlist *plp[1] = {NULL};
+        const char *errs[1] = {cut};
+        struct pl_store_outcome outs[1];
+        assert_int_equal(qz_pg_begin(spg, err, sizeof(err)), 0);
+        assert_int_equal(pl_store_batch(spg, rqp, plp, errs, 1, outs, st, err, sizeof(err)), 0);
+        assert_int_equal(qz_pg_commit(spg, err, sizeof(err)), 0);
+        snprintf(sql, sizeof(sql),
+                 "SELECT error FROM playlist_requests_done WHERE request_id = '%s'", rid);
+        char *e = scalar(sql);
+        assert_string_equal(e, "bad \xc3\xa9");
+        free(e);
+        qz_pg_free(spg);
+
+        /* Through the service: 300 "é" as min_bpm, the error cut at 511 bytes mid-character. */
+        char *u1 = uuid_of("u1"), big[700], rid2[37];
+        size_t k = 0;
+        for (int i = 0; i < 300; i++) {
+                big[k++] = '\xc3';
+                big[k++] = '\xa9';
+        }
+        big[k] = '\0';
+        qz_uuid_generate(rid2);
+        produce_request(rid2, u1, "tempo", json_pack("{s:s}", "min_bpm", big), NULL);
+        const char *ids[1] = {rid2};
+        json_t *pay[1];
+        wait_notifications(ids, 1, pay);
+        assert_string_equal(json_string_value(json_object_get(pay[0], "status")), "error");
+        const char *msg = json_string_value(json_object_get(pay[0], "error"));
+        assert_non_null(msg);
+        assert_non_null(strstr(msg, "param min_bpm: bad value"));
+        assert_true(strlen(msg) <= 511 && strlen(msg) >= 505);
+        json_decref(pay[0]);
+        free(u1);
+}
+
+static struct pl_gen *test_gen(struct qz_pg **out)
+{
+        char err[512];
+        static const struct pl_gen_cfg gc = {.target = 20,
+                                             .max_target = 100,
+                                             .recency_days = 14,
+                                             .content_weight = 0.5,
+                                             .variants = "cf:100",
+                                             .ab_salt = "t"};
+        struct qz_pg_opts o = {.dsn = dsn};
+        struct qz_pg *gpg = qz_pg_new(&o, err, sizeof(err));
+        assert_non_null(gpg);
+        assert_int_equal(qz_pg_connect(gpg, err, sizeof(err)), 0);
+        struct pl_gen *g = pl_gen_new(gpg, &gc, err, sizeof(err));
+        if (!g)
+                fail_msg("pl_gen_new: %s", err);
+        *out = gpg;
+        return g;
+}
+
+/* A request's failure is classified by its own SQLSTATE, kept when it failed: a tempo request
+ * that times out on a lock (55P03) followed by one whose query succeeds (which clears the
+ * connection's state) still reports 55P03, so the service answers it rather than retrying the
+ * batch forever. */
+static void test_failure_state(void **state)
+{
+        (void)state;
+        char err[512];
+        struct qz_pg *gpg;
+        struct pl_gen *g = test_gen(&gpg);
+        char *u1 = uuid_of("u1");
+        json_t *p0 = json_pack("{s:s}", "min_bpm", "100"),
+               *p1 = json_pack("{s:s}", "decade", "2020");
+        struct pl_request rq[2] = {{.request_id = "00000000-0000-4000-8000-000000000001",
+                                    .user_id = u1,
+                                    .playlist_type = "tempo",
+                                    .reason = "t",
+                                    .params = p0},
+                                   {.request_id = "00000000-0000-4000-8000-000000000002",
+                                    .user_id = u1,
+                                    .playlist_type = "decade",
+                                    .reason = "t",
+                                    .params = p1}};
+        const struct pl_request *rqp[2] = {&rq[0], &rq[1]};
+        struct pl_gen_result res[2];
+        assert_int_equal(qz_pg_exec(gpg, "SET lock_timeout = '300ms'", err, sizeof(err)), 0);
+        assert_int_equal(qz_pg_begin(pg, err, sizeof(err)), 0);
+        assert_int_equal(
+            qz_pg_exec(pg, "LOCK TABLE track_features IN ACCESS EXCLUSIVE MODE", err, sizeof(err)),
+            0);
+        int rc = pl_gen_build_batch(g, rqp, 2, qz_time_now_ms(), res, err, sizeof(err));
+        assert_int_equal(qz_pg_rollback(pg, err, sizeof(err)), 0);
+        assert_int_equal(rc, 0);
+        assert_int_equal(res[0].rc, -1);
+        assert_string_equal(res[0].sqlstate, "55P03");
+        assert_int_equal(res[1].rc, 0);
+        assert_string_equal(qz_pg_sqlstate(gpg), "");
+        pl_playlist_free(&res[1].pl);
+        json_decref(p0);
+        json_decref(p1);
+        free(u1);
+        pl_gen_free(g);
+        qz_pg_free(gpg);
+}
+
+/* sql/052: a writer of track_similarities holds no lock on the catalog version while it
+ * writes (a tracks insert does not wait for it), and the similarity job bumps the version
+ * after its commit, so the builders reload the neighbours. */
+static void test_similarities_version(void **state)
+{
+        (void)state;
+        char err[512];
+        struct qz_pg_opts o = {.dsn = dsn};
+        struct qz_pg *w = qz_pg_new(&o, err, sizeof(err));
+        assert_non_null(w);
+        assert_int_equal(qz_pg_begin(w, err, sizeof(err)), 0);
+        assert_int_equal(
+            qz_pg_exec(w, "DELETE FROM track_similarities WHERE kind = 'none'", err, sizeof(err)),
+            0);
+        assert_int_equal(qz_pg_begin(pg, err, sizeof(err)), 0);
+        assert_int_equal(qz_pg_exec(pg, "SET LOCAL lock_timeout = '500ms'", err, sizeof(err)), 0);
+        int rc = qz_pg_exec(pg,
+                            "INSERT INTO tracks (id, title, artist_id) VALUES "
+                            "(gen_random_uuid(), 'lock probe', (SELECT id FROM artists LIMIT 1))",
+                            err, sizeof(err));
+        if (rc != 0)
+                fprintf(stderr, "tracks insert during a similarities write: %s\n", err);
+        assert_int_equal(qz_pg_rollback(pg, err, sizeof(err)), 0);
+        assert_int_equal(qz_pg_rollback(w, err, sizeof(err)), 0);
+        assert_int_equal(rc, 0);
+
+        long v0 = scalar_long("SELECT version FROM playlist_catalog_version");
+        struct pl_similarity_cfg cfg = {
+            .k = 20, .window_days = 90, .min_common = 1, .shrink = 10, .max_per_user = 500};
+        struct qz_job_result jr = {.expected = -1};
+        if (pl_similarity_compute(&cfg, w, NULL, &jr, err, sizeof(err)) != 0)
+                fail_msg("pl_similarity_compute: %s", err);
+        assert_true(scalar_long("SELECT version FROM playlist_catalog_version") > v0);
+        qz_pg_free(w);
+}
+
+/* Requests conflicting through a chain (W1, W2, P share (uP, t); X repeats P's request_id and
+ * shares (uB, t) with Y) go in successive rounds: X and Y in one round were two upserts of one
+ * row in a statement (21000), which sent the whole batch down the one-by-one path. */
+static void test_store_rounds(void **state)
+{
+        (void)state;
+        char err[512], st[8], sql[256], up[40], ub[40], r[5][40];
+        qz_uuid_generate(up);
+        qz_uuid_generate(ub);
+        for (int i = 0; i < 5; i++)
+                qz_uuid_generate(r[i]);
+        snprintf(r[3], sizeof(r[3]), "%s", r[2]); /* X repeats P */
+        const char *users[5] = {up, up, up, ub, ub};
+        struct pl_request rqs[5];
+        const struct pl_request *rqp[5];
+        struct pl_playlist pls[5];
+        const struct pl_playlist *plp[5];
+        const char *errs[5] = {0};
+        for (int i = 0; i < 5; i++) {
+                rqs[i] = (struct pl_request){.request_id = r[i],
+                                             .user_id = users[i],
+                                             .playlist_type = "daily_mix",
+                                             .reason = "test"};
+                rqp[i] = &rqs[i];
+                pls[i] = (struct pl_playlist){.metadata = json_pack("{s:i}", "k", i),
+                                              .generated_ms = 1700000000000,
+                                              .expires_ms = 1700086400000};
+                snprintf(pls[i].variant, sizeof(pls[i].variant), "cf");
+                plp[i] = &pls[i];
+        }
+        struct pl_store_outcome outs[5];
+        struct qz_pg_opts o = {.dsn = dsn};
+        struct qz_pg *spg = qz_pg_new(&o, err, sizeof(err));
+        assert_non_null(spg);
+        assert_int_equal(pl_store_prepare(spg, err, sizeof(err)), 0);
+        assert_int_equal(qz_pg_begin(spg, err, sizeof(err)), 0);
+        int rc = pl_store_batch(spg, rqp, plp, errs, 5, outs, st, err, sizeof(err));
+        if (rc != 0)
+                fprintf(stderr, "pl_store_batch: %s (%s)\n", err, st);
+        assert_int_equal(rc, 0);
+        assert_int_equal(qz_pg_commit(spg, err, sizeof(err)), 0);
+        for (int i = 0; i < 5; i++)
+                assert_true(outs[i].duplicate == (i == 3));
+        assert_string_equal(outs[3].playlist_id, outs[2].playlist_id);
+        snprintf(sql, sizeof(sql),
+                 "SELECT (metadata->>'k')::int * 10 + (id = '%s')::int FROM smart_playlists "
+                 "WHERE user_id = '%s'",
+                 outs[4].playlist_id, ub);
+        assert_int_equal(scalar_long(sql), 41);
+        snprintf(sql, sizeof(sql),
+                 "SELECT (metadata->>'k')::int FROM smart_playlists "
+                 "WHERE user_id = '%s'",
+                 up);
+        assert_int_equal(scalar_long(sql), 2);
+        for (int i = 0; i < 5; i++)
+                json_decref(pls[i].metadata);
+        qz_pg_free(spg);
+}
+
+/* A shared load that fails on the data, not the connection (an infinite released_at: the
+ * catalog's day arithmetic raises 22008), builds the batch one request at a time instead of
+ * failing it on every retry. Last: it changes the catalog. */
+static void test_shared_load_fallback(void **state)
+{
+        (void)state;
+        char err[512];
+        struct qz_pg *gpg;
+        struct pl_gen *g = test_gen(&gpg);
+        char *u1 = uuid_of("u1");
+        exec_sql("INSERT INTO tracks (id, title, artist_id, released_at) VALUES "
+                 "(md5('@-inf')::uuid, 'inf', md5('@-ar-1')::uuid, 'infinity')");
+        struct pl_request rq = {.request_id = "00000000-0000-4000-8000-000000000003",
+                                .user_id = u1,
+                                .playlist_type = "daily_mix",
+                                .reason = "t"};
+        const struct pl_request *rqp[1] = {&rq};
+        struct pl_gen_result res[1];
+        int rc = pl_gen_build_batch(g, rqp, 1, qz_time_now_ms(), res, err, sizeof(err));
+        exec_sql("DELETE FROM tracks WHERE id = md5('@-inf')::uuid");
+        if (rc != 0)
+                fail_msg("pl_gen_build_batch: %s", err);
+        assert_int_equal(res[0].rc, 0);
+        assert_true(res[0].pl.n > 0);
+        pl_playlist_free(&res[0].pl);
+        free(u1);
+        pl_gen_free(g);
+        qz_pg_free(gpg);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test(test_guide_types),     cmocka_unit_test(test_generated_events),
-            cmocka_unit_test(test_catalog_change),  cmocka_unit_test(test_jobs),
-            cmocka_unit_test(test_parameterised),   cmocka_unit_test(test_two_builders),
+            cmocka_unit_test(test_guide_types),
+            cmocka_unit_test(test_generated_events),
+            cmocka_unit_test(test_catalog_change),
+            cmocka_unit_test(test_jobs),
+            cmocka_unit_test(test_parameterised),
+            cmocka_unit_test(test_two_builders),
             cmocka_unit_test(test_store_batch_ids),
+            cmocka_unit_test(test_error_text),
+            cmocka_unit_test(test_failure_state),
+            cmocka_unit_test(test_store_rounds),
+            cmocka_unit_test(test_similarities_version),
+            cmocka_unit_test(test_shared_load_fallback),
         };
         return cmocka_run_group_tests(tests, setup, teardown);
 }
