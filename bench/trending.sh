@@ -5,17 +5,20 @@
 #      users) vs one run of the old system's SQL recompute of trending_tracks, same Postgres;
 #  (b) restore from the checkpoint (window + offsets) after a restart, same data;
 #  (c) memory per million distinct (track, user) pairs (qz_trending_window_bytes / pairs);
-#  (d) ranker CPU per second while staying fresh (publishing every second, no input: the
+#  (d) ranker CPU per second while staying fresh (publishing every QZ_BENCH_PUBLISH_MS, no input: the
 #      unchanged ranking only moves meta.calculated_at, docs/trending-ranker.md) vs the
 #      old SQL run once per second (its wall time per run: CPU of a backend running it);
 #  (e) freshness under load: qz-loadgen produces distinct plays (fresh event ids and
 #      played_at) into plays.v1 paced at QZ_BENCH_RATE plays/s for QZ_BENCH_SECONDS; two
 #      the ranker's histogram qz_trending_visible_seconds gives each play's produce -> visible
-#      time (p50/p99 as bucket bounds); two gauges sampled every 200 ms add now - the newest
+#      time (buckets 50 ms apart up to 3 s: p50/p99 interpolated inside the bucket, and the
+#      bucket's bounds); two gauges sampled every 200 ms add now - the newest
 #      play visible in Redis and, at each publish, now - the oldest play it made visible. The achieved rate and the CPU share of qz-loadgen, the dev-broker and
 #      the ranker are printed, so a rate short of the target says which process is the limit.
 # Sizes: QZ_BENCH_PLAYS (default 1000000; the issue's run: 10000000), QZ_BENCH_SECONDS (10),
-# QZ_BENCH_RATE (50000), QZ_BENCH_CONNECTIONS (8) and QZ_BENCH_BATCH (500) for qz-loadgen.
+# QZ_BENCH_RATE (50000), QZ_BENCH_CONNECTIONS (8) and QZ_BENCH_BATCH (500) for qz-loadgen;
+# the ranker's QZ_BENCH_PUBLISH_MS (500), QZ_BENCH_FETCH_WAIT_MS (100), QZ_BENCH_BATCH_WAIT_MS
+# (100).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -26,6 +29,9 @@ SECS=${QZ_BENCH_SECONDS:-10}
 RATE=${QZ_BENCH_RATE:-50000}   # plays/s offered by qz-loadgen in (e)
 CONNS=${QZ_BENCH_CONNECTIONS:-8}
 BATCH=${QZ_BENCH_BATCH:-500}
+PUB_MS=${QZ_BENCH_PUBLISH_MS:-500}    # the ranker's publish interval (its default: 500)
+FETCH_MS=${QZ_BENCH_FETCH_WAIT_MS:-100} # fetch.wait.max.ms (default 100)
+BWAIT_MS=${QZ_BENCH_BATCH_WAIT_MS:-100} # the consumer's batch wait (default 100)
 T=$(mktemp -d /tmp/qoqnuz-bench-trending.XXXXXX)
 RPID=
 cleanup() { [ -n "$RPID" ] && kill "$RPID" 2>/dev/null && wait "$RPID" 2>/dev/null; servers_stop "$T"; }
@@ -58,7 +64,9 @@ PORT=$(free_port)
 start_ranker() {
   QOQNUZ_HTTP_ADDR=127.0.0.1:$PORT QOQNUZ_KAFKA_BROKERS=$QZ_TEST_BROKERS QOQNUZ_PG_DSN=$DSN \
   QOQNUZ_REDIS_URL=$QZ_TEST_REDIS_URL QOQNUZ_TRENDING_GROUP_ID=bench-trending \
-  QOQNUZ_TRENDING_JOBS=false "$BIN/trending-ranker" >>"$T/ranker.log" 2>&1 &
+  QOQNUZ_TRENDING_JOBS=false QOQNUZ_TRENDING_PUBLISH_MS=$PUB_MS \
+  QOQNUZ_TRENDING_FETCH_WAIT_MS=$FETCH_MS QOQNUZ_TRENDING_BATCH_WAIT_MS=$BWAIT_MS \
+  "$BIN/trending-ranker" >>"$T/ranker.log" 2>&1 &
   RPID=$!
   wait_ready "http://127.0.0.1:$PORT/readyz" 600 >/dev/null 2>&1 || { tail "$T/ranker.log"; exit 1; }
 }
@@ -90,7 +98,7 @@ echo "memory: window $BYTES bytes for $PAIRS (track,user) pairs and $PLAYS plays
   "(process RSS $((RSS / 1024)) MB)"
 c0=$(cpu_ms); sleep 10; c1=$(cpu_ms)
 CPU=$(awk -v a="$c0" -v b="$c1" 'BEGIN {printf "%.1f", (b - a) / 10}')
-echo "ranker CPU while fresh (publish every 1 s, no input): $CPU ms per second vs old SQL" \
+echo "ranker CPU while fresh (publish every $PUB_MS ms, no input): $CPU ms per second vs old SQL" \
   "once per second: $OLD ms per second (ratio $(awk -v a="$CPU" -v b="$OLD" \
   'BEGIN {printf "%.0f", b / (a > 0 ? a : 0.1)}')x less)"
 
@@ -107,9 +115,13 @@ echo "restore from checkpoint: $(metric qz_trending_restore_seconds) s for" \
 # histogram's change over the load; quantiles are bucket upper bounds
 hist_snap() { curl -s "127.0.0.1:$PORT/metrics" | awk '/^qz_trending_visible_seconds_bucket/ {
   match($1, /le="[^"]*"/); print substr($1, RSTART + 4, RLENGTH - 5), $2}'; }
-hist_q() { paste "$1" "$2" | awk '{le[NR] = $1; d[NR] = $4 - $2} END {n = d[NR]
-  for (i = 1; i <= NR; i++) {if (!p50 && d[i] >= 0.5 * n) p50 = le[i]; if (!p99 && d[i] >= 0.99 * n) p99 = le[i]}
-  printf "p50 <= %s s, p99 <= %s s (%d plays)", p50, p99, n}'; }
+# q: the bucket (lo, hi] holding the quantile, and a linear interpolation inside it
+hist_q() { paste "$1" "$2" | awk 'function q(f,   i, lo, c0, x) {lo = 0; c0 = 0
+    for (i = 1; i <= NR; i++) {if (d[i] >= f * n) {if (le[i] == "+Inf") return sprintf("> %s s", lo)
+        x = lo + (le[i] - lo) * (f * n - c0) / (d[i] - c0 > 0 ? d[i] - c0 : 1)
+        return sprintf("%.2f s (in %s-%s s)", x, lo, le[i])}; lo = le[i]; c0 = d[i]}}
+  {le[NR] = $1; d[NR] = $4 - $2} END {n = d[NR]
+  printf "p50 %s, p99 %s (%d plays)", q(0.5), q(0.99), n}'; }
 hist_snap >"$T/h0"
 c0=$(cpu_ms); a0=$(metric 'qz_trending_plays_total{result="added"}')
 "$BIN/qz-loadgen" produce --brokers "$QZ_TEST_BROKERS" --seconds "$SECS" --rate "$RATE" \

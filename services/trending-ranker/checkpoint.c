@@ -18,6 +18,7 @@ struct ckpt {
         int nparts;
         int64_t *epoch;    /* our claim per partition; 0 = not claimed */
         int64_t *saved_at; /* offset of the last save, to skip idle partitions */
+        bool *full;        /* next save writes the window's state, not the journal */
 };
 
 struct ckpt *ckpt_new(const char *group_id, const char *instance_id, int nparts)
@@ -25,7 +26,8 @@ struct ckpt *ckpt_new(const char *group_id, const char *instance_id, int nparts)
         struct ckpt *c = calloc(1, sizeof(*c));
         if (!c || !(c->group = strdup(group_id)) || !(c->owner = strdup(instance_id)) ||
             !(c->epoch = calloc((size_t)nparts, sizeof(int64_t))) ||
-            !(c->saved_at = calloc((size_t)nparts, sizeof(int64_t)))) {
+            !(c->saved_at = calloc((size_t)nparts, sizeof(int64_t))) ||
+            !(c->full = calloc((size_t)nparts, sizeof(bool)))) {
                 ckpt_free(c);
                 return NULL;
         }
@@ -41,7 +43,14 @@ void ckpt_free(struct ckpt *c)
         free(c->owner);
         free(c->epoch);
         free(c->saved_at);
+        free(c->full);
         free(c);
+}
+
+void ckpt_mark_full(struct ckpt *c, int p)
+{
+        if (p >= 0 && p < c->nparts)
+                c->full[p] = true;
 }
 
 static int64_t floordiv(int64_t a, int64_t b)
@@ -124,6 +133,7 @@ int ckpt_restore(struct ckpt *c, struct qz_pg *pg, struct window *w, const bool 
                                 3, v, NULL, NULL, 0, errstr, errstr_size)))
                         goto fail;
                 c->epoch[p] = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+                c->full[p] = false;
                 bool have = !PQgetisnull(res, 0, 1);
                 offsets[p] = have ? strtoll(PQgetvalue(res, 0, 1), NULL, 10) : CKPT_NO_OFFSET;
                 c->saved_at[p] = offsets[p];
@@ -174,6 +184,69 @@ fail : {
         qz_pg_rollback(pg, ignore, sizeof(ignore));
 }
         return -1;
+}
+
+struct export_ctx {
+        struct ckpt *c;
+        struct qz_pg *pg;
+        const char *part;
+        uint8_t *buf;
+        size_t cap;
+        long plays;
+        char *errstr;
+        size_t errstr_size;
+};
+
+/* window_export's emit: one bucket's plays (all in the bucket's first hour) as one chunk. */
+static int export_chunk(void *arg, const struct window_play *plays, size_t n)
+{
+        struct export_ctx *x = arg;
+        char hour[24];
+        if (n > x->cap) {
+                uint8_t *b = realloc(x->buf, n * REC_SIZE);
+                if (!b) {
+                        snprintf(x->errstr, x->errstr_size, "checkpoint: out of memory");
+                        return -1;
+                }
+                x->buf = b;
+                x->cap = n;
+        }
+        for (size_t i = 0; i < n; i++)
+                rec_put(x->buf + i * REC_SIZE, &plays[i]);
+        snprintf(hour, sizeof(hour), "%" PRId64,
+                 floordiv(plays[0].played_at_ms, HOUR_MS) * HOUR_MS);
+        const char *v[] = {x->c->group, x->part, hour, (const char *)x->buf};
+        int lens[] = {0, 0, 0, (int)(n * REC_SIZE)}, fmts[] = {0, 0, 0, 1};
+        PGresult *res = run(x->pg,
+                            "INSERT INTO trending_checkpoint_plays (group_id, part, hour_ms, "
+                            "data) VALUES ($1, $2::int, $3::bigint, $4::bytea)",
+                            4, v, lens, fmts, 0, x->errstr, x->errstr_size);
+        if (!res)
+                return -1;
+        PQclear(res);
+        x->plays += (long)n;
+        return 0;
+}
+
+/* Replaces partition p's stored plays with the window's state (after a rebuild). */
+static int save_full(struct ckpt *c, struct qz_pg *pg, int p, struct window *w, long *plays,
+                     char *errstr, size_t errstr_size)
+{
+        char part[16];
+        snprintf(part, sizeof(part), "%d", p);
+        const char *v[] = {c->group, part};
+        struct export_ctx x = {c, pg, part, NULL, 0, 0, errstr, errstr_size};
+        errstr[0] = '\0';
+        if (run_ok(pg,
+                   "DELETE FROM trending_checkpoint_plays WHERE group_id = $1 AND part = $2::int",
+                   2, v, errstr, errstr_size) != 0)
+                return -1;
+        int rc = window_export(w, p, export_chunk, &x);
+        if (rc != 0 && !x.errstr[0])
+                snprintf(errstr, errstr_size, "checkpoint: cannot export the window");
+        free(x.buf);
+        *plays = x.plays;
+        return rc;
 }
 
 static int cmp_hour(const void *a, const void *b)
@@ -242,7 +315,7 @@ int ckpt_save(struct ckpt *c, struct qz_pg *pg, struct window *w, const bool *ow
                 size_t n = 0;
                 if (owned[p] && c->epoch[p] > 0) {
                         window_journal(w, p, &n);
-                        any = any || n > 0 || offsets[p] != c->saved_at[p];
+                        any = any || n > 0 || c->full[p] || offsets[p] != c->saved_at[p];
                 }
         }
         if (!any) {
@@ -260,7 +333,7 @@ int ckpt_save(struct ckpt *c, struct qz_pg *pg, struct window *w, const bool *ow
                 if (!owned[p] || c->epoch[p] <= 0)
                         continue;
                 j = window_journal(w, p, &n);
-                if (n == 0 && offsets[p] == c->saved_at[p])
+                if (n == 0 && !c->full[p] && offsets[p] == c->saved_at[p])
                         continue;
                 snprintf(part, sizeof(part), "%d", p);
                 snprintf(off, sizeof(off), "%" PRId64, offsets[p]);
@@ -277,9 +350,15 @@ int ckpt_save(struct ckpt *c, struct qz_pg *pg, struct window *w, const bool *ow
                 if (!mine) { /* reassigned: the new owner restored; our revoke is coming */
                         (*fenced)++;
                         c->epoch[p] = 0;
+                        c->full[p] = false;
                         continue;
                 }
-                if (save_part(c, pg, p, j, n, errstr, errstr_size) != 0)
+                long written = (long)n;
+                if (c->full[p]) {
+                        /* the journal's plays are in the window's state too */
+                        if (save_full(c, pg, p, w, &written, errstr, errstr_size) != 0)
+                                goto fail;
+                } else if (save_part(c, pg, p, j, n, errstr, errstr_size) != 0)
                         goto fail;
                 v[2] = lo_s;
                 if (run_ok(pg,
@@ -289,18 +368,19 @@ int ckpt_save(struct ckpt *c, struct qz_pg *pg, struct window *w, const bool *ow
                         goto fail;
                 /* closed hours with several chunks (late plays, many saves): one row each */
                 v[2] = closed_s;
-                if (n > 0 && run_ok(pg,
-                                    "WITH d AS (DELETE FROM trending_checkpoint_plays "
-                                    "WHERE group_id = $1 AND part = $2::int AND hour_ms IN "
-                                    "(SELECT hour_ms FROM trending_checkpoint_plays WHERE "
-                                    "group_id = $1 AND part = $2::int AND hour_ms < $3::bigint "
-                                    "GROUP BY hour_ms HAVING count(*) > 1) "
-                                    "RETURNING hour_ms, seq, data) "
-                                    "INSERT INTO trending_checkpoint_plays (group_id, part, "
-                                    "hour_ms, data) SELECT $1, $2::int, hour_ms, "
-                                    "string_agg(data, ''::bytea ORDER BY seq) FROM d "
-                                    "GROUP BY hour_ms",
-                                    3, v, errstr, errstr_size) != 0)
+                if ((n > 0 || c->full[p]) &&
+                    run_ok(pg,
+                           "WITH d AS (DELETE FROM trending_checkpoint_plays "
+                           "WHERE group_id = $1 AND part = $2::int AND hour_ms IN "
+                           "(SELECT hour_ms FROM trending_checkpoint_plays WHERE "
+                           "group_id = $1 AND part = $2::int AND hour_ms < $3::bigint "
+                           "GROUP BY hour_ms HAVING count(*) > 1) "
+                           "RETURNING hour_ms, seq, data) "
+                           "INSERT INTO trending_checkpoint_plays (group_id, part, "
+                           "hour_ms, data) SELECT $1, $2::int, hour_ms, "
+                           "string_agg(data, ''::bytea ORDER BY seq) FROM d "
+                           "GROUP BY hour_ms",
+                           3, v, errstr, errstr_size) != 0)
                         goto fail;
                 v[2] = off;
                 if (run_ok(pg,
@@ -309,7 +389,7 @@ int ckpt_save(struct ckpt *c, struct qz_pg *pg, struct window *w, const bool *ow
                            3, v, errstr, errstr_size) != 0)
                         goto fail;
                 taken[p] = n;
-                *plays += (long)n;
+                *plays += written;
         }
         if (qz_pg_commit(pg, errstr, errstr_size) != 0) {
                 free(taken);
@@ -319,6 +399,7 @@ int ckpt_save(struct ckpt *c, struct qz_pg *pg, struct window *w, const bool *ow
                 if (owned[p] && c->epoch[p] > 0) {
                         window_journal_consume(w, p, taken[p]);
                         c->saved_at[p] = offsets[p];
+                        c->full[p] = false;
                 }
         free(taken);
         return 0;

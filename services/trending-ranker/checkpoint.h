@@ -4,7 +4,8 @@
  *
  * Save appends each owned partition's window journal (the plays accepted since the last save)
  * and sets the offset; restore claims the partitions (bumps their epoch, which fences a
- * previous owner's later saves) and replays the stored plays into the window. Plays older
+ * previous owner's later saves) and replays the stored plays into the window. After a rebuild
+ * (ckpt_mark_full) the first save writes the window's state instead of the journal. Plays older
  * than the 7 d window are deleted by hour; closed hours are compacted into one row.
  *
  * Not thread-safe: the consumer loop's thread owns it. The group/instance strings are copied. */
@@ -30,6 +31,11 @@ void ckpt_free(struct ckpt *c);
  * on -1 (errstr) the window may hold part of the plays: drop the partitions and retry. */
 int ckpt_restore(struct ckpt *c, struct qz_pg *pg, struct window *w, const bool *want,
                  int64_t *offsets, long *plays, char *errstr, size_t errstr_size);
+
+/* The next save of partition p writes the window's whole state for it (window_export) in
+ * place of its stored plays and its journal: after a rebuild, which does not journal the
+ * plays it loads. Cleared by that save's commit, by a restore and when p is fenced. */
+void ckpt_mark_full(struct ckpt *c, int p);
 
 /* Saves the journal of every owned[p] partition with offsets[p] (the next offset to consume;
  * a negative librdkafka logical offset such as "beginning" is stored as is), then consumes the

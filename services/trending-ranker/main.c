@@ -28,7 +28,7 @@ static struct {
         struct qz_service_cfg svc;
         const char *group_id, *topic, *instance;
         long nparts, bucket_s, now_ms, publish_ms, refresh_ms, snapshot_ms, checkpoint_ms, max_list,
-            pg_top, batch_size;
+            pg_top, batch_size, fetch_wait_ms, batch_wait_ms;
         bool jobs, now_moves;
 } cfg;
 
@@ -49,7 +49,7 @@ static const struct qz_cfg_entry cfg_table[] = {
      "pin \"now\" (epoch ms) for tests; 0 = the clock"},
     {"QOQNUZ_TRENDING_NOW_MOVES", QZ_CFG_BOOL, "false", 0, 0, &cfg.now_moves,
      "with QOQNUZ_TRENDING_NOW_MS: \"now\" starts there and moves with the clock (tests)"},
-    {"QOQNUZ_TRENDING_PUBLISH_MS", QZ_CFG_INT, "1000", 50, 3600000, &cfg.publish_ms,
+    {"QOQNUZ_TRENDING_PUBLISH_MS", QZ_CFG_INT, "500", 50, 3600000, &cfg.publish_ms,
      "Redis publish interval"},
     {"QOQNUZ_TRENDING_REFRESH_MS", QZ_CFG_INT, "60000", 50, 86400000, &cfg.refresh_ms,
      "rewrite the unchanged lists at least this often (else only meta.calculated_at moves)"},
@@ -63,6 +63,10 @@ static const struct qz_cfg_entry cfg_table[] = {
      "rows kept in trending_tracks"},
     {"QOQNUZ_TRENDING_BATCH_SIZE", QZ_CFG_INT, "5000", 1, 100000, &cfg.batch_size,
      "plays per consumer batch"},
+    {"QOQNUZ_TRENDING_FETCH_WAIT_MS", QZ_CFG_INT, "100", 1, 5000, &cfg.fetch_wait_ms,
+     "longest a fetch waits at the broker for data (fetch.wait.max.ms): part of a play's lag"},
+    {"QOQNUZ_TRENDING_BATCH_WAIT_MS", QZ_CFG_INT, "100", 1, 5000, &cfg.batch_wait_ms,
+     "longest a partial batch waits for more plays before it is added"},
     {"QOQNUZ_TRENDING_INSTANCE", QZ_CFG_STR, "", 0, 0, &cfg.instance,
      "instance id for the merger lock; empty = host-pid"},
     {"QOQNUZ_TRENDING_JOBS", QZ_CFG_BOOL, "true", 0, 0, &cfg.jobs,
@@ -163,9 +167,9 @@ int main(int argc, char **argv)
                                               .ntopics = 1,
                                               .service = "trending-ranker",
                                               .batch_size = (size_t)cfg.batch_size,
-                                              .batch_wait_ms = 100,
+                                              .batch_wait_ms = (int)cfg.batch_wait_ms,
                                               /* freshness: plays reach Redis within 2 s */
-                                              .fetch_wait_max_ms = 100,
+                                              .fetch_wait_max_ms = (int)cfg.fetch_wait_ms,
                                               .metrics = metrics,
                                               .idle_cb = ranker_idle_cb,
                                               .idle_opaque = ranker,

@@ -66,7 +66,11 @@ static int keyset_add(struct keyset *s, const char *k)
                 s->k = g;
                 s->cap = cap;
         }
-        return (s->k[s->n] = strdup(k)) ? (int)(s->n++ * 0) : -1;
+        char *copy = strdup(k);
+        if (!copy)
+                return -1;
+        s->k[s->n++] = copy;
+        return 0;
 }
 
 static int cmp_str(const void *a, const void *b)

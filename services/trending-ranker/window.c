@@ -447,6 +447,79 @@ void window_journal_consume(struct window *w, int part, size_t n)
         p->njournal -= n;
 }
 
+int window_export(const struct window *w, int part,
+                  int (*emit)(void *arg, const struct window_play *plays, size_t n), void *arg)
+{
+        if (!window_part_active(w, part))
+                return 0;
+        const struct wpart *p = &w->parts[part];
+        int64_t lo = w->cur - w->n7;
+        size_t span = w->nb, nev = p->dedup.n, maxn = 0;
+        uint8_t(*uids)[16] = malloc((w->nusers ? w->nusers : 1) * sizeof(*uids));
+        uint8_t(*evs)[16] = malloc((nev ? nev : 1) * sizeof(*evs));
+        size_t *start = calloc(span + 1, sizeof(*start));
+        struct window_play *out = NULL;
+        int rc = -1;
+        if (!uids || !evs || !start)
+                goto done;
+        /* user index -> id (the index keeps only id -> index) */
+        for (size_t i = 0; i < w->user_ix.cap; i++) {
+                const struct htab_slot *s = &w->user_ix.slots[i];
+                if (s->full && (uint32_t)s->val < w->nusers) {
+                        memcpy(uids[(uint32_t)s->val], &s->k0, 8);
+                        memcpy(uids[(uint32_t)s->val] + 8, &s->k1, 8);
+                }
+        }
+        /* event ids grouped by bucket (a counting sort over the window's buckets) */
+        for (size_t i = 0; i < p->dedup.cap; i++) {
+                const struct htab_slot *s = &p->dedup.slots[i];
+                if (!s->full)
+                        continue;
+                if (s->val < lo || (size_t)(s->val - lo) >= span)
+                        goto done;
+                start[s->val - lo + 1]++;
+        }
+        for (size_t b = 0; b < span; b++) {
+                size_t n = p->logs[slot_of(w, lo + (int64_t)b)].n;
+                if (start[b + 1] != n)
+                        goto done; /* every added play has one event id and one log entry */
+                if (n > maxn)
+                        maxn = n;
+                start[b + 1] += start[b];
+        }
+        for (size_t i = 0; i < p->dedup.cap; i++) {
+                const struct htab_slot *s = &p->dedup.slots[i];
+                if (s->full) {
+                        uint8_t *e = evs[start[s->val - lo]++];
+                        memcpy(e, &s->k0, 8);
+                        memcpy(e + 8, &s->k1, 8);
+                }
+        }
+        /* start[b] now ends bucket b's ids, i.e. begins bucket b + 1's */
+        if (!(out = malloc((maxn ? maxn : 1) * sizeof(*out))))
+                goto done;
+        for (size_t b = 0; b < span; b++) {
+                const struct blog *l = &p->logs[slot_of(w, lo + (int64_t)b)];
+                size_t first = b ? start[b - 1] : 0;
+                for (size_t i = 0; i < l->n; i++) {
+                        struct window_play *pl = &out[i];
+                        memcpy(pl->event_id, evs[first + i], 16);
+                        memcpy(pl->user_id, uids[l->e[i].user & ~FLAG_LATEST], 16);
+                        memcpy(pl->track_id, w->track_ids[l->e[i].track], 16);
+                        pl->played_at_ms = (lo + (int64_t)b) * w->bucket_ms;
+                }
+                if (l->n && emit(arg, out, l->n) != 0)
+                        goto done;
+        }
+        rc = 0;
+done:
+        free(uids);
+        free(evs);
+        free(start);
+        free(out);
+        return rc;
+}
+
 void window_stats(const struct window *w, struct window_stats *out)
 {
         memset(out, 0, sizeof(*out));

@@ -95,6 +95,18 @@ const struct window_play *window_journal(const struct window *w, int part, size_
 /* Drops the first n journal entries (they were checkpointed). */
 void window_journal_consume(struct window *w, int part, size_t n);
 
+/* The partition's plays as the window holds them, for a checkpoint written from the window's
+ * own state (a rebuild does not journal its plays: a journal of the whole window is 56 bytes
+ * per play of fresh memory to fault in and fill). Bucket by bucket, oldest first, calls
+ * emit(arg, plays, n) with that bucket's plays: played_at is the bucket's start (the window
+ * keeps no finer time), and the bucket's event ids are paired with its (track, user) entries
+ * in no particular order. Re-adding them to an empty window with the same bucket width gives
+ * the same counts, pairs and event-id dedup (which is all a play's fields mean to the window),
+ * not the original (event, user, track) records. -1 when out of memory, when the window's
+ * tables disagree (never expected) or when emit returns non-zero. */
+int window_export(const struct window *w, int part,
+                  int (*emit)(void *arg, const struct window_play *plays, size_t n), void *arg);
+
 struct window_stats {
         uint64_t plays_7d;      /* plays inside the 7 d window, all partitions */
         uint64_t pairs;         /* distinct (track, user) pairs inside the 7 d window */
