@@ -26,7 +26,7 @@ H = 3600 * 1000
 # An hour boundary 200 days back: inside the ingestor's 365-day horizon and clear of other
 # tests' plays (the stats test spreads its plays over the last 60 days, demo data over 120),
 # which share plays.v1 and play_history with this one. Some tests write fixed dates (e.g.
-# it_stats_store: 2026-01-01 on, over 231 days), so the first candidate whose window (7 d
+# it_stats_store, spread over 231 days), so the first candidate whose window (7 d
 # back, 1 d ahead, with a day of margin) holds no play in play_history is taken.
 def clear_now():
     base = int(time.time() * 1000) // H * H
