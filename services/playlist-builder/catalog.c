@@ -542,6 +542,37 @@ static int cmp_seed(const void *a, const void *b)
 
 /* The profile (pl_profile): top 5 genres and top 10 artists of all plays of known tracks
  * (deleted ones too), count desc then name/id; the seeds (SEEDS_SQL). */
+static int genre_before(const struct pl_catalog *c, int32_t a, int32_t b)
+{
+        return strcmp(c->genre[a], c->genre[b]) < 0;
+}
+
+static int artist_before(const struct pl_catalog *c, int32_t a, int32_t b)
+{
+        return strcmp(c->artist[a], c->artist[b]) < 0;
+}
+
+/* Moves the first min(limit, n) of ids by count (descending; ties: before()) to the front of ids,
+ * in order, by selection (limit is 5 or 10, so cheaper than a sort). Returns how many. */
+static size_t top_by_count(const struct pl_catalog *c, int32_t *ids, size_t n, size_t limit,
+                           const long long *count,
+                           int (*before)(const struct pl_catalog *, int32_t, int32_t))
+{
+        size_t k;
+        for (k = 0; k < limit && k < n; k++) {
+                size_t best = k;
+                for (size_t i = k + 1; i < n; i++) {
+                        long long ci = count[ids[i]], cb = count[ids[best]];
+                        if (ci > cb || (ci == cb && before(c, ids[i], ids[best])))
+                                best = i;
+                }
+                int32_t x = ids[k];
+                ids[k] = ids[best];
+                ids[best] = x;
+        }
+        return k;
+}
+
 static int profile(struct pl_catalog *c, struct pl_cat_user *u)
 {
         int32_t *gt = malloc((c->ngenres + 1) * sizeof(*gt));
@@ -572,33 +603,13 @@ static int profile(struct pl_catalog *c, struct pl_cat_user *u)
                         at[nat++] = t->artist;
                 c->acount[t->artist] += p->cnt;
         }
-        /* top-N by selection: N is 5 / 10 */
-        for (size_t k = 0; k < 5 && k < ngt; k++) {
-                size_t best = k;
-                for (size_t i = k + 1; i < ngt; i++) {
-                        long long ci = c->gcount[gt[i]], cb = c->gcount[gt[best]];
-                        if (ci > cb ||
-                            (ci == cb && strcmp(c->genre[gt[i]], c->genre[gt[best]]) < 0))
-                                best = i;
-                }
-                int32_t x = gt[k];
-                gt[k] = gt[best];
-                gt[best] = x;
+        /* the profile: top 5 genres and top 10 artists by plays, ties by name */
+        size_t m = top_by_count(c, gt, ngt, 5, c->gcount, genre_before);
+        for (size_t k = 0; k < m; k++)
                 u->genres[u->ngenres++] = gt[k];
-        }
-        for (size_t k = 0; k < 10 && k < nat; k++) {
-                size_t best = k;
-                for (size_t i = k + 1; i < nat; i++) {
-                        long long ci = c->acount[at[i]], cb = c->acount[at[best]];
-                        if (ci > cb ||
-                            (ci == cb && strcmp(c->artist[at[i]], c->artist[at[best]]) < 0))
-                                best = i;
-                }
-                int32_t x = at[k];
-                at[k] = at[best];
-                at[best] = x;
+        m = top_by_count(c, at, nat, 10, c->acount, artist_before);
+        for (size_t k = 0; k < m; k++)
                 u->artists[u->nartists++] = at[k];
-        }
         for (size_t i = 0; i < ngt; i++)
                 c->gcount[gt[i]] = 0;
         for (size_t i = 0; i < nat; i++)
