@@ -903,11 +903,15 @@ int pl_cat_neighbours(struct pl_cat_batch *b, const struct pl_cat_user *u, doubl
         return rc;
 }
 
-int pl_cat_artist_tracks(struct pl_cat_batch *b, const struct pl_cat_user *u, size_t limit,
-                         struct pl_pool *out)
+/* Scores track x, of the user's rank-th top artist, into *score; false = not a candidate. */
+typedef bool (*artist_score_fn)(const struct pl_catalog *c, int32_t x, size_t rank, int32_t day,
+                                double *score);
+
+/* The tracks of the user's top artists that score() keeps, best first, up to limit. */
+static int artist_pool(struct pl_cat_batch *b, const struct pl_cat_user *u, size_t limit,
+                       artist_score_fn score, struct pl_pool *out)
 {
         struct pl_catalog *c = b->cat;
-        activate(b, u);
         int32_t day = today(b);
         size_t cap = 0, n = 0;
         for (size_t i = 0; i < u->nartists; i++)
@@ -919,17 +923,34 @@ int pl_cat_artist_tracks(struct pl_cat_batch *b, const struct pl_cat_user *u, si
                 int32_t a = u->artists[i];
                 for (uint32_t j = c->by_artist.off[a]; j < c->by_artist.off[a + 1]; j++) {
                         int32_t x = c->by_artist.idx[j];
-                        const struct track *t = &c->t[x];
-                        if (t->deleted || (t->has_rel && t->rel > day) || c->recent[x] == c->stamp)
-                                continue;
-                        /* popularity / 100.0 + 0.5 * (11 - position) / 10.0, exact in 1/1000s */
-                        long k = (long)t->pop * 10 + 50L * (long)(10 - i);
-                        v[n++] = (struct scored){x, (double)k / 1000.0};
+                        double sc;
+                        if (score(c, x, i, day, &sc))
+                                v[n++] = (struct scored){x, sc};
                 }
         }
         int rc = push_sorted(c, v, n, limit, out);
         free(v);
         return rc;
+}
+
+/* released, live and not among the recent plays (activate() stamped them) */
+static bool artist_track_score(const struct pl_catalog *c, int32_t x, size_t rank, int32_t day,
+                               double *score)
+{
+        const struct track *t = &c->t[x];
+        if (t->deleted || (t->has_rel && t->rel > day) || c->recent[x] == c->stamp)
+                return false;
+        /* popularity / 100.0 + 0.5 * (11 - position) / 10.0, exact in 1/1000s */
+        long k = (long)t->pop * 10 + 50L * (long)(10 - rank);
+        *score = (double)k / 1000.0;
+        return true;
+}
+
+int pl_cat_artist_tracks(struct pl_cat_batch *b, const struct pl_cat_user *u, size_t limit,
+                         struct pl_pool *out)
+{
+        activate(b, u);
+        return artist_pool(b, u, limit, artist_track_score, out);
 }
 
 static bool popular_ok(const struct pl_catalog *c, int32_t x, int32_t day, int mode)
@@ -996,31 +1017,22 @@ int pl_cat_popular(struct pl_cat_batch *b, const struct pl_cat_user *u, bool by_
         return 0;
 }
 
+/* released in the last 30 days, live; newest first, then popularity */
+static bool new_release_score(const struct pl_catalog *c, int32_t x, size_t rank, int32_t day,
+                              double *score)
+{
+        (void)rank;
+        const struct track *t = &c->t[x];
+        if (t->deleted || !t->has_rel || t->rel < day - 30 || t->rel > day)
+                return false;
+        *score = (double)(t->rel - (day - 30)) + (double)t->pop / 1000.0;
+        return true;
+}
+
 int pl_cat_new_for_you(struct pl_cat_batch *b, const struct pl_cat_user *u, size_t limit,
                        struct pl_pool *out)
 {
-        struct pl_catalog *c = b->cat;
-        int32_t day = today(b);
-        size_t cap = 0, n = 0;
-        for (size_t i = 0; i < u->nartists; i++)
-                cap += c->by_artist.off[u->artists[i] + 1] - c->by_artist.off[u->artists[i]];
-        struct scored *v = malloc((cap + 1) * sizeof(*v));
-        if (!v)
-                return -1;
-        for (size_t i = 0; i < u->nartists; i++) {
-                int32_t a = u->artists[i];
-                for (uint32_t j = c->by_artist.off[a]; j < c->by_artist.off[a + 1]; j++) {
-                        int32_t x = c->by_artist.idx[j];
-                        const struct track *t = &c->t[x];
-                        if (t->deleted || !t->has_rel || t->rel < day - 30 || t->rel > day)
-                                continue;
-                        v[n++] = (struct scored){x, (double)(t->rel - (day - 30)) +
-                                                        (double)t->pop / 1000.0};
-                }
-        }
-        int rc = push_sorted(c, v, n, limit, out);
-        free(v);
-        return rc;
+        return artist_pool(b, u, limit, new_release_score, out);
 }
 
 int pl_cat_forgotten(struct pl_cat_batch *b, const struct pl_cat_user *u, size_t limit,
