@@ -13,6 +13,7 @@
 
 struct track {
         char id[PL_ID_LEN];
+        uint64_t key; /* pl_rules_hash(id, 0) */
         int32_t artist;
         int16_t pop;
         bool deleted, has_rel;
@@ -299,6 +300,7 @@ static int load_tracks(struct pl_catalog *c, struct qz_pg *pg, char *errstr, siz
         for (size_t i = 0; i < n; i++) {
                 struct track *t = &c->t[i];
                 snprintf(t->id, sizeof(t->id), "%s", PQgetvalue(r, (int)i, 0));
+                t->key = pl_rules_hash(t->id, 0);
                 t->artist = intern_artist(c, PQgetvalue(r, (int)i, 1));
                 t->pop = (int16_t)atoi(PQgetvalue(r, (int)i, 2));
                 t->has_rel = !PQgetisnull(r, (int)i, 3);
@@ -1087,7 +1089,7 @@ long pl_cat_discovery(struct pl_cat_batch *b, const struct pl_cat_user *u, doubl
                         if (c->seen[x] == c->call || c->played[x] == c->stamp)
                                 continue;
                         c->seen[x] = c->call;
-                        v[n++] = (struct pl_cat_disc){x, (double)c->t[x].pop,
+                        v[n++] = (struct pl_cat_disc){x, c->t[x].key, (double)c->t[x].pop,
                                                       c->accst[x] == c->accstamp ? c->acc[x] : 0};
                 }
         }

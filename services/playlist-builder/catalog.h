@@ -97,6 +97,7 @@ int pl_cat_forgotten(struct pl_cat_batch *b, const struct pl_cat_user *u, size_t
  * with popularity and the seeds' similarity. *rows is malloc'd (caller frees); -1 on no memory. */
 struct pl_cat_disc {
         int32_t track;
+        uint64_t key; /* pl_rules_hash(track id, 0), for pl_rules_rand_key */
         double pop, aff;
 };
 long pl_cat_discovery(struct pl_cat_batch *b, const struct pl_cat_user *u, double cw,

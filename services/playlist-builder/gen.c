@@ -560,40 +560,22 @@ concat:;
 
 /* The memory path's discovery pool: the same scores as the SQL path's loop, then only the
  * first `limit` in pool order (score desc, id): assembly never reads further, since the pool
- * has no duplicates and target <= limit. */
+ * has no duplicates and target <= limit. The random term comes from the catalog's id hashes
+ * (pl_rules_rand_key), equal to the SQL path's pl_rules_rand of the id. */
 static int disc_pool(struct build *b, struct pl_pool *p, const struct pl_cat_disc *rows, int n,
                      uint64_t seed, bool cf, double wp, double wr, double wa, double maxaff)
 {
         struct pl_cat_scored *v = malloc(((size_t)n + 1) * sizeof(*v));
         if (!v)
                 return -1;
-        size_t lim = limit_n(b), m = 0;
-        /* The seeded random number (a hash of the track id: the costliest part) only for
-         * candidates that can reach the first lim. With r = 0 and r -> 1 the same expression
-         * bounds a score from below and above (rounding is monotonic), so a candidate whose
-         * upper bound is below the lim-th largest lower bound is beaten by lim others whatever
-         * its r: leaving it out changes nothing. */
-        double floor_s = -HUGE_VAL;
-        if ((size_t)n > lim && lim > 0) {
-                for (int i = 0; i < n; i++) {
-                        v[i].s = wp * rows[i].pop / 100.0 + wr * 0.0 +
-                                 (cf ? wa * rows[i].aff / maxaff : 0);
-                        v[i].track = rows[i].track;
-                }
-                pl_cat_top(v, (size_t)n, lim);
-                floor_s = v[lim - 1].s;
-        }
+        size_t lim = limit_n(b);
         for (int i = 0; i < n; i++) {
-                if (floor_s > -HUGE_VAL &&
-                    wp * rows[i].pop / 100.0 + wr + (cf ? wa * rows[i].aff / maxaff : 0) < floor_s)
-                        continue;
-                const char *id = pl_cat_track_id(b->mb->cat, rows[i].track);
-                v[m].s = wp * rows[i].pop / 100.0 + wr * pl_rules_rand(seed, id) +
+                v[i].s = wp * rows[i].pop / 100.0 + wr * pl_rules_rand_key(seed, rows[i].key) +
                          (cf ? wa * rows[i].aff / maxaff : 0);
-                v[m++].track = rows[i].track;
+                v[i].track = rows[i].track;
         }
-        pl_cat_top(v, m, lim);
-        for (size_t i = 0; i < m && i < lim; i++)
+        pl_cat_top(v, (size_t)n, lim);
+        for (size_t i = 0; i < (size_t)n && i < lim; i++)
                 if (pl_pool_push(p, pl_cat_track_id(b->mb->cat, v[i].track),
                                  pl_cat_track_artist(b->mb->cat, v[i].track), v[i].s) != 0) {
                         free(v);
@@ -642,7 +624,8 @@ static int build_discovery_weekly(struct build *b, char *errstr, size_t errstr_s
 #define DISC_AFF(i) (mrows ? mrows[i].aff : atof(PQgetvalue(res, i, 3)))
         double maxaff = 0;
         for (int i = 0; i < rows; i++)
-                maxaff = fmax(maxaff, DISC_AFF(i));
+                if (DISC_AFF(i) > maxaff)
+                        maxaff = DISC_AFF(i);
         /* guide: popularity + randomness; cf: plus the seeds' similarity, normalised. */
         bool cf = strcmp(b->variant, "guide") != 0 && maxaff > 0;
         /* cf weights: 0.35/0.25/0.4 gave 1.38x the guide's hit rate (bench/playlists_quality.sh,

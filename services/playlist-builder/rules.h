@@ -65,8 +65,11 @@ void pl_rules_iso_week(int64_t ms, int *iso_year, int *iso_week, int *weekday);
 /* The discovery seed: a 64-bit hash of "user_id/YYYY-Www", so a user's list is the same all week
  * on every builder instance and differs between users and weeks. */
 uint64_t pl_rules_seed(const char *user_id, int iso_year, int iso_week);
-/* A uniform number in [0, 1) for (seed, track): independent of candidate order. */
+/* A uniform number in [0, 1) for (seed, track): independent of candidate order. Equal to
+ * pl_rules_rand_key(seed, pl_rules_hash(track_id, 0)): the catalog keeps each track's hash, so
+ * the discovery scoring of thousands of candidates per user does not rehash their ids. */
 double pl_rules_rand(uint64_t seed, const char *track_id);
+double pl_rules_rand_key(uint64_t seed, uint64_t track_key);
 uint64_t pl_rules_hash(const char *s, uint64_t h);
 
 /* A/B assignment. spec: "variant:weight,variant:weight" (weights > 0); a user lands in a
