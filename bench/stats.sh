@@ -5,7 +5,7 @@
 # path directly on batches (bench/bench_stats.c calls history_store, what one consumed
 # plays.v1 batch does), not through the dev-broker, which keeps only ~35k plays/partition.
 # Sizes: QZ_BENCH_PLAYS (default 1000000; the run is 10000000), QZ_BENCH_USERS
-# (100000), QZ_BENCH_BATCH (2000), QZ_BENCH_ROW_PLAYS (20000), QZ_BENCH_RENDER_MS (1000: the
+# (100000), QZ_BENCH_BATCH (10000), QZ_BENCH_ROW_PLAYS (20000), QZ_BENCH_RENDER_MS (1000: the
 # render interval, QOQNUZ_STATS_RENDER_INTERVAL_MS; longer = fewer user renders per play, more
 # stats lag).
 set -euo pipefail

@@ -47,7 +47,7 @@ static const struct qz_cfg_entry cfg_table[] = {
     {"QOQNUZ_PLAYS_TOPIC", QZ_CFG_STR, "plays.v1", 0, 0, &cfg.topic, "input topic"},
     {"QOQNUZ_PLAYS_DLQ_TOPIC", QZ_CFG_STR, "plays.dlq.v1", 0, 0, &cfg.dlq_topic,
      "where undecodable plays go"},
-    {"QOQNUZ_STATS_BATCH_SIZE", QZ_CFG_INT, "2000", 1, 100000, &cfg.batch_size,
+    {"QOQNUZ_STATS_BATCH_SIZE", QZ_CFG_INT, "10000", 1, 100000, &cfg.batch_size,
      "plays per transaction"},
     {"QOQNUZ_STATS_BATCH_WAIT_MS", QZ_CFG_INT, "200", 1, 60000, &cfg.batch_wait_ms,
      "longest wait to fill a batch"},
