@@ -11,7 +11,8 @@
  *   - the floor of any design that keeps per-user stats in the ingest transaction, as the
  *     issue asks: the same COPY plus, in the same transaction, one upsert of a single bigint
  *     counter per distinct user of the batch (counted in C; one statement per batch), nothing
- *     else: no per-track counters, no JSON, no dedup (QZ_BENCH_FLOOR=0 skips it);
+ *     else: no per-track counters, no JSON, no dedup (QZ_BENCH_FLOOR=0 skips it;
+ *     QZ_BENCH_SYSTEM=0 stops after it);
  *   - the system: history_store(), the aggregator's store path, exactly what one consumed
  *     batch does (COPY to staging, insert with dedup, counters and dirty marks in the same
  *     transaction), batch by batch, while the service's renderer (render.h, own thread and
@@ -249,6 +250,14 @@ int main(void)
                        "faster)\n",
                        (double)nplays / floor_s, floor_s, (double)nplays / floor_s / copy_rate);
                 exec_or_die(pg, "DROP TABLE bench_floor, bench_floor_users");
+        }
+
+        /* QZ_BENCH_SYSTEM=0: only the two COPY passes (the floor at 10M in minutes, not an
+         * hour); what follows needs the system's play_history */
+        if (!env_long("QZ_BENCH_SYSTEM", 1)) {
+                free(rows);
+                qz_pg_free(pg);
+                return 0;
         }
 
         /* 2. the system's store path, with the renderer running beside it */

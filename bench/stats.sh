@@ -7,7 +7,9 @@
 # Sizes: QZ_BENCH_PLAYS (default 1000000; the issue's run is 10000000), QZ_BENCH_USERS
 # (100000), QZ_BENCH_BATCH (10000), QZ_BENCH_ROW_PLAYS (20000), QZ_BENCH_RENDER_MS (1000: the
 # render interval, QOQNUZ_STATS_RENDER_INTERVAL_MS; longer = fewer user renders per play, more
-# stats lag).
+# stats lag). Also measured: the floor of any design with per-user stats in the ingest
+# transaction (the COPY + one counter upsert per user; QZ_BENCH_FLOOR=0 skips it,
+# QZ_BENCH_SYSTEM=0 stops after it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
