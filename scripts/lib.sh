@@ -23,6 +23,26 @@ wait_port() { # wait_port PORT SECONDS NAME
   die "$3 did not start listening on 127.0.0.1:$1 within $2 s"
 }
 
+# The dev stack's fixed ports (DESIGN.md: 55432, 56379, 59092, 59093) lie in Linux's default
+# ephemeral range (32768-60999): a client connection that happened to get one as its local port
+# (any test run makes thousands) leaves a TIME_WAIT socket for 60 s, and since that client did not
+# set SO_REUSEADDR, a server's bind() fails with EADDRINUSE although nothing listens. Waits until
+# the port can be bound, saying why once; fails after SECONDS.
+wait_bindable() { # wait_bindable PORT SECONDS NAME
+  local i said=0
+  for ((i = 0; i < $2; i++)); do
+    /usr/bin/python3 -c 'import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))' "$1" 2>/dev/null && return 0
+    if [ "$said" = 0 ]; then
+      log "port $1 ($3) is held by a closing connection (TIME_WAIT); waiting up to $2 s for it"
+      said=1
+    fi
+    sleep 1
+  done
+  die "port $1 ($3) could not be bound within $2 s; set QZ_*_PORT to another port"
+}
+
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # pg_start DIR PORT: initdb (once) and start a cluster with db/user qoqnuz.

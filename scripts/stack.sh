@@ -53,6 +53,7 @@ up() {
   local p
   for p in "$PG_PORT:Postgres" "$REDIS_PORT:Redis" "$BROKER_PORT:dev-broker" "$CONTROL_PORT:dev-broker control"; do
     port_busy "${p%%:*}" && die "port ${p%%:*} (${p#*:}) is already in use; set QZ_*_PORT or stop what holds it"
+    wait_bindable "${p%%:*}" 65 "${p#*:}"
   done
   mkdir -p "$RUN_DIR/logs" "$QOQNUZ_MEDIA_DIR"
   log "starting Postgres on 127.0.0.1:$PG_PORT ($PG_DIR)"
