@@ -110,6 +110,31 @@ int qz_json_get_bool(const json_t *obj, const char *key, bool required, bool *ou
         return 0;
 }
 
+int qz_json_check_keys(const json_t *obj, const char *const *known, size_t nknown, char *errstr,
+                       size_t errstr_size)
+{
+        const char *k;
+        json_t *v;
+        json_object_foreach((json_t *)obj, k, v)
+        {
+                size_t i = 0;
+                while (i < nknown && strcmp(known[i], k) != 0)
+                        i++;
+                if (i < nknown)
+                        continue;
+                /* the key is user input: cut it, and list what is accepted */
+                size_t o =
+                    (size_t)snprintf(errstr, errstr_size, "unknown field '%.64s' (known:", k);
+                for (i = 0; i < nknown && o < errstr_size; i++)
+                        o += (size_t)snprintf(errstr + o, errstr_size - o, "%s %s", i ? "," : "",
+                                              known[i]);
+                if (o < errstr_size)
+                        snprintf(errstr + o, errstr_size - o, ")");
+                return -1;
+        }
+        return 0;
+}
+
 int qz_json_get_uuid(const json_t *obj, const char *key, bool required, const char **out,
                      char *errstr, size_t errstr_size)
 {

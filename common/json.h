@@ -40,6 +40,12 @@ int qz_json_get_uuid(const json_t *obj, const char *key, bool required, const ch
 int qz_json_get_time(const json_t *obj, const char *key, bool required, int64_t *out_ms,
                      char *errstr, size_t errstr_size);
 
+/* Every member of obj must be one of known[0..nknown): a typo in a request must not be
+ * silently dropped. -1 with errstr "unknown field 'x' (known: a, b)" for the first other
+ * member; 0 otherwise (also when obj is not an object: the getters report that). */
+int qz_json_check_keys(const json_t *obj, const char *const *known, size_t nknown, char *errstr,
+                       size_t errstr_size);
+
 /* Epoch millis -> "2024-05-01T12:34:56.789Z" (UTC, always milliseconds).
  * out must hold at least 32 bytes. Returns 0 or -1 (year outside 0..9999). */
 int qz_time_format(int64_t ms, char *out, size_t out_size);

@@ -380,6 +380,11 @@ void api_playlists_post_cb(const struct qz_http_request *req, struct qz_http_res
         if (!(body = api_body(req, resp, API_SUCCESS, false)))
                 return;
         const char *type = NULL;
+        static const char *const known[] = {"playlistType", "params"};
+        if (qz_json_check_keys(body, known, 2, err, sizeof(err)) != 0) {
+                api_error(resp, 400, API_SUCCESS, "bad_request", "%s", err);
+                goto done;
+        }
         if (qz_json_get_string(body, "playlistType", true, &type, err, sizeof(err)) != 0) {
                 api_error(resp, 400, API_SUCCESS, "bad_request", "%s; valid types: %s", err,
                           valid_list);

@@ -171,6 +171,12 @@ void api_trigger_post_cb(const struct qz_http_request *req, struct qz_http_respo
                 return;
         const char *task = NULL;
         size_t t = sizeof(tasks) / sizeof(tasks[0]);
+        static const char *const known[] = {"task"};
+        if (qz_json_check_keys(body, known, 1, err, sizeof(err)) != 0) {
+                api_error(resp, 400, API_SUCCESS, "bad_request", "%s", err);
+                json_decref(body);
+                return;
+        }
         if (qz_json_get_string(body, "task", true, &task, err, sizeof(err)) == 0)
                 for (size_t i = 0; i < sizeof(tasks) / sizeof(tasks[0]); i++)
                         if (strcmp(tasks[i].task, task) == 0)
@@ -315,7 +321,9 @@ void api_worker_post_cb(const struct qz_http_request *req, struct qz_http_respon
                 return;
         const char *task_type = NULL;
         int64_t batch = 10;
-        if (qz_json_get_string(body, "taskType", false, &task_type, err, sizeof(err)) < 0 ||
+        static const char *const known[] = {"taskType", "batchSize"};
+        if (qz_json_check_keys(body, known, 2, err, sizeof(err)) != 0 ||
+            qz_json_get_string(body, "taskType", false, &task_type, err, sizeof(err)) < 0 ||
             qz_json_get_int(body, "batchSize", false, &batch, err, sizeof(err)) < 0) {
                 api_error(resp, 400, API_SUCCESS, "bad_request", "%s", err);
         } else if (batch < 1 || batch > 100) {
@@ -374,15 +382,10 @@ void api_jobs_patch_cb(const struct qz_http_request *req, struct qz_http_respons
         bool enabled = true;
         int has_enabled = 0;
         struct cron_expr expr;
-        const char *k;
-        json_t *val;
-        json_object_foreach(body, k, val)
-        {
-                if (strcmp(k, "schedule") != 0 && strcmp(k, "enabled") != 0) {
-                        api_error(resp, 400, API_PLAIN, "bad_request",
-                                  "unknown field '%s' (schedule, enabled)", k);
-                        goto done;
-                }
+        static const char *const known[] = {"schedule", "enabled"};
+        if (qz_json_check_keys(body, known, 2, err, sizeof(err)) != 0) {
+                api_error(resp, 400, API_PLAIN, "bad_request", "%s", err);
+                goto done;
         }
         if (qz_json_get_string(body, "schedule", false, &schedule, err, sizeof(err)) < 0 ||
             (has_enabled = qz_json_get_bool(body, "enabled", false, &enabled, err, sizeof(err))) <

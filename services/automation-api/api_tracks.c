@@ -73,21 +73,11 @@ static char *genres_literal(const json_t *a, char *errstr, size_t errstr_size)
 
 static int parse_track(const json_t *b, struct track_in *t, char *err, size_t n)
 {
-        const char *k;
-        json_t *v;
         static const char *const known[] = {
             "title",     "artist_id",   "artist_name", "album_id",   "album_title",
             "audio_url", "released_at", "duration_ms", "popularity", "genres"};
-        json_object_foreach((json_t *)b, k, v)
-        {
-                bool ok = false;
-                for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
-                        ok = ok || strcmp(known[i], k) == 0;
-                if (!ok) {
-                        snprintf(err, n, "unknown field '%s'", k);
-                        return -1;
-                }
-        }
+        if (qz_json_check_keys(b, known, sizeof(known) / sizeof(known[0]), err, n) != 0)
+                return -1;
         t->duration_ms = 0;
         t->popularity = 0;
         if (qz_json_get_string(b, "title", true, &t->title, err, n) < 0 ||

@@ -230,6 +230,9 @@ def test_malformed(port):
               "application/json", 400, False),
              ("PATCH", "/api/automation/jobs/calculate-trending", b'{"owner":"me"}',
               "application/json", 400, False),
+             # a typo is refused, never silently dropped
+             ("POST", "/api/automation/trigger", b'{"task":"trending","Task":"all"}',
+              "application/json", 400, True),
              ("PATCH", "/api/automation/jobs/calculate-trending", b'{}', "application/json", 400,
               False)]
     for method, path, raw, ctype, status, succ in cases:
@@ -257,6 +260,11 @@ def test_malformed(port):
     r = call(port, "POST", "/api/automation/smart-playlists", user, {"playlistType": "daily_mix",
                                                                      "params": [1]})
     expect(r, 400, "params not an object")
+    r = call(port, "POST", "/api/automation/smart-playlists", user, {"playlistType": "daily_mix",
+                                                                     "param": {}})
+    if expect(r, 400, "unknown top-level field"):
+        check("unknown field 'param'" in r.json["error"]["message"], "400 names the field: %s"
+              % r.raw[:200])
     # the builder's parameter names and values (docs/playlist-builder.md "Parameterised types")
     for ptype, params, what in (
             ("tempo", {"bpm": 120}, "tempo with the old name bpm"),
@@ -286,7 +294,8 @@ def test_malformed(port):
     for q in ("limit=0", "limit=101"):
         expect(call(port, "GET", "/api/automation/jobs/calculate-trending/runs?" + q, admin), 400,
                "runs " + q)
-    for b in ({"batchSize": 0}, {"batchSize": 101}, {"batchSize": "10"}, {"taskType": "x"}):
+    for b in ({"batchSize": 0}, {"batchSize": 101}, {"batchSize": "10"}, {"taskType": "x"},
+              {"batchSize": 5, "batch_size": 5}):
         expect(call(port, "POST", "/api/automation/worker", WORKER, b), 400, "worker %s" % b)
     expect(call(port, "GET", "/api/automation/smart-playlists?type=weekly_jam", user), 400,
            "GET unknown type")

@@ -127,6 +127,14 @@ static void test_getters(void **state)
         assert_int_equal(i, 1709210096789LL);
         assert_int_equal(qz_json_get_time(o, "name", true, &i, err, sizeof(err)), -1);
         assert_non_null(strstr(err, "field 'name' must be an RFC 3339 time"));
+
+        static const char *const known[] = {"name", "n", "r", "flag", "nul", "id", "bad_id", "at"};
+        assert_int_equal(qz_json_check_keys(o, known, 8, err, sizeof(err)), 0);
+        assert_int_equal(qz_json_check_keys(o, known, 7, err, sizeof(err)), -1);
+        assert_string_equal(err, "unknown field 'at' (known: name, n, r, flag, nul, id, bad_id)");
+        char small[24]; /* a short buffer cuts the message, never overruns */
+        assert_int_equal(qz_json_check_keys(o, known, 1, small, sizeof(small)), -1);
+        assert_string_equal(small, "unknown field 'n' (know");
         json_decref(o);
 
         assert_null(qz_json_parse_object("[1]", 3, err, sizeof(err)));
