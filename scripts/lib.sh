@@ -98,16 +98,23 @@ broker_start() { # broker_start DIR PORT CONTROL_PORT BIN
   die "dev-broker failed to start on port $2"
 }
 
-stop_pidfile() { # stop_pidfile FILE: SIGTERM, wait up to 10 s, then SIGKILL
-  [ -f "$1" ] || return 0
-  local pid i
-  pid=$(cat "$1")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null
-    for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-  fi
-  rm -f "$1"
+stop_pidfile() { # stop_pidfile FILE...: SIGTERM to all, wait up to 10 s for all, then SIGKILL
+  # All at once: each service spends ~2 s closing its Kafka clients, one after another was
+  # 14 s for `make down`.
+  local f pid pids=() i
+  for f in "$@"; do
+    [ -f "$f" ] || continue
+    pid=$(cat "$f")
+    kill -0 "$pid" 2>/dev/null && kill -TERM "$pid" 2>/dev/null && pids+=("$pid")
+  done
+  for ((i = 0; i < 100; i++)); do
+    local alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null; done
+  rm -f "$@"
 }
 
 # service_ports: the health/HTTP port of each service (DESIGN.md defaults).

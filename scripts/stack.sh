@@ -37,8 +37,9 @@ services() {
 running() { [ -f "$RUN_DIR/dev-broker.pid" ] && kill -0 "$(cat "$RUN_DIR/dev-broker.pid")" 2>/dev/null; }
 
 down() {
-  local s
-  for s in $(services); do stop_pidfile "$RUN_DIR/$s.pid"; done
+  local s files=()
+  for s in $(services); do files+=("$RUN_DIR/$s.pid"); done
+  stop_pidfile "${files[@]}" # the services first, while the broker is still there
   stop_pidfile "$RUN_DIR/dev-broker.pid"
   redis_stop "$RUN_DIR/redis"
   pg_stop "$PG_DIR"
