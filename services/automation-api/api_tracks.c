@@ -24,11 +24,20 @@ struct track_in {
         char *genres; /* Postgres array literal, malloc'd */
 };
 
+/* A real calendar date YYYY-MM-DD (year >= 1): checked here so that "2024-02-30" is a 400
+ * naming the field, not Postgres's SQLSTATE 22008 text. */
 static bool date_ok(const char *s)
 {
-        return strlen(s) == 10 && isdigit((unsigned char)s[0]) && isdigit((unsigned char)s[3]) &&
-               s[4] == '-' && isdigit((unsigned char)s[5]) && isdigit((unsigned char)s[6]) &&
-               s[7] == '-' && isdigit((unsigned char)s[8]) && isdigit((unsigned char)s[9]);
+        static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+        if (strlen(s) != 10 || s[4] != '-' || s[7] != '-')
+                return false;
+        for (int i = 0; i < 10; i++)
+                if (i != 4 && i != 7 && !isdigit((unsigned char)s[i]))
+                        return false;
+        int y = atoi(s), m = atoi(s + 5), d = atoi(s + 8);
+        bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+        return y >= 1 && m >= 1 && m <= 12 && d >= 1 &&
+               d <= mdays[m - 1] + (m == 2 && leap ? 1 : 0);
 }
 
 /* genres ["rock", "hip-hop"] -> {"rock","hip-hop"} with quotes/backslashes escaped. */

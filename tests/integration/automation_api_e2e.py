@@ -460,9 +460,15 @@ def test_tracks(port):
     expect(call(port, "POST", "/api/tracks", admin, {"title": "T", "artist_id": str(uuid.uuid4()),
                                                      "duration_ms": 1, "audio_url": "x"}), 400,
            "unknown artist")
-    expect(call(port, "POST", "/api/tracks", admin, {"title": "T", "artist_id": ar, "duration_ms": 1,
-                                                     "audio_url": "x", "released_at": "2023-02-30"}),
-           400, "impossible date")
+    for day in ("2023-02-30", "2023-13-01", "2023-1a-01", "0000-01-01", "2023-02-29"):
+        r = call(port, "POST", "/api/tracks", admin, {"title": "T", "artist_id": ar,
+                                                      "duration_ms": 1, "audio_url": "x",
+                                                      "released_at": day})
+        if expect(r, 400, "impossible date %s" % day):
+            check("released_at must be a date" in r.raw, "the 400 names the field: %s" % r.raw[:120])
+    expect(call(port, "POST", "/api/tracks", admin, {"title": "Leap", "artist_id": ar,
+                                                     "duration_ms": 1, "audio_url": "x",
+                                                     "released_at": "2024-02-29"}), 201, "leap day")
     expect(call(port, "POST", "/api/tracks", admin, {"title": "T", "artist_id": ar, "duration_ms": -1,
                                                      "audio_url": "x"}), 400, "negative duration")
     expect(call(port, "POST", "/api/tracks", admin, {"title": "T", "artist_id": ar, "artist_name": "x",
