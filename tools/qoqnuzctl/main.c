@@ -17,23 +17,30 @@ static const struct {
     {"avro", ctl_avro, "encode|decode SCHEMA: JSON <-> single-object Avro on stdin/stdout"},
 };
 
-static void usage(void)
+/* To stdout when asked for (--help, exit 0), to stderr on a usage error (exit 2). */
+static void usage(FILE *out)
 {
-        fprintf(stderr, "usage: qoqnuzctl COMMAND [args]\n");
+        fprintf(out, "usage: qoqnuzctl COMMAND [args]   (qoqnuzctl COMMAND --help for one)\n");
         for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-                fprintf(stderr, "  %-8s %s\n", commands[i].name, commands[i].help);
+                fprintf(out, "  %-8s %s\n", commands[i].name, commands[i].help);
 }
 
 int main(int argc, char **argv)
 {
         if (argc < 2) {
-                usage();
+                usage(stderr);
                 return 2;
+        }
+        if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+            strcmp(argv[1], "help") == 0) {
+                usage(stdout);
+                return 0;
         }
         qz_log_init("qoqnuzctl", QZ_LOG_INFO);
         for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
                 if (strcmp(argv[1], commands[i].name) == 0)
                         return commands[i].run(argc - 1, argv + 1);
-        usage();
+        fprintf(stderr, "qoqnuzctl: unknown command '%s'\n", argv[1]);
+        usage(stderr);
         return 2;
 }
