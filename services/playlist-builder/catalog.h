@@ -7,7 +7,8 @@
  * playlist by playlist; tests/integration/it_playlist_builder.c too). The catalog (tracks and
  * track_similarities) is loaded in one snapshot and reloaded when playlist_catalog_version
  * (sql/051, bumped by triggers on both tables) moves; a batch reads the version first, so a batch
- * never builds from a catalog older than its start. Users' plays come from one query per batch.
+ * never builds from a catalog older than its start. Users' plays come from one query per group
+ * of a batch's users (gen.c splits a batch so that one load's rows stay bounded).
  *
  * Ownership: a pl_catalog owns its arrays; a pl_cat_batch owns its users and borrows the catalog
  * it was loaded for (free the batch before reloading). One thread. */
@@ -74,6 +75,11 @@ int pl_cat_batch_load(struct pl_cat_batch *b, struct pl_catalog *c, struct qz_pg
                       const char *const *user_ids, size_t n, int64_t now_ms, const char *now,
                       const char *tau, char *errstr, size_t errstr_size);
 void pl_cat_batch_free(struct pl_cat_batch *b);
+/* Each user's plays before now (plays[i] for user_ids[i]; 0 when none): an upper bound of the
+ * rows pl_cat_batch_load holds for that user, so a batch can split its users into loads of
+ * bounded size. user_ids: distinct and sorted by strcasecmp. 0 or -1 (errstr). */
+int pl_cat_batch_plays(struct qz_pg *pg, const char *const *user_ids, size_t n, const char *now,
+                       long long *plays, char *errstr, size_t errstr_size);
 /* The loaded user (case-insensitive id); NULL when not in the batch. */
 const struct pl_cat_user *pl_cat_batch_user(const struct pl_cat_batch *b, const char *user_id);
 

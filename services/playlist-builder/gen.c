@@ -1114,35 +1114,123 @@ static bool batch_type(const char *type)
                 strcmp(type, "new_for_you") == 0 || strcmp(type, "forgotten_favorites") == 0);
 }
 
+static bool batch_mem(const struct pl_request *rq)
+{
+        return batch_type(rq->playlist_type) && rq->user_id && qz_uuid_valid(rq->user_id);
+}
+
+/* A batch's user of the scheduled types, for splitting the shared load into groups. */
+struct batch_user {
+        const char *id; /* its first request's spelling */
+        size_t first;   /* its first request (sorting by id then this keeps that spelling) */
+        long long plays;
+        size_t group;
+};
+
+static int cmp_batch_user(const void *a, const void *b)
+{
+        const struct batch_user *x = a, *y = b;
+        int c = strcasecmp(x->id, y->id);
+        if (c)
+                return c;
+        return x->first < y->first ? -1 : x->first > y->first;
+}
+
+static int cmp_batch_user_id(const void *key, const void *elem)
+{
+        return strcasecmp(key, ((const struct batch_user *)elem)->id);
+}
+
+/* Counts the plays of the batch's users (bu: nd distinct, by id) and groups them greedily in
+ * request order, each group's plays at most max (a user over it is a group alone); rq_user[i]
+ * is request i's user in bu (SIZE_MAX: not from memory). Returns the number of groups, 0 on
+ * failure (errstr; the connection's SQLSTATE says which kind). */
+static size_t group_users(struct pl_gen *g, struct batch_user *bu, size_t nd, const size_t *rq_user,
+                          size_t n, const char *now, char *errstr, size_t errstr_size)
+{
+        const char **ids = calloc(nd, sizeof(*ids));
+        long long *plays = calloc(nd, sizeof(*plays));
+        size_t ngroups = 0;
+        if (!ids || !plays) {
+                snprintf(errstr, errstr_size, "out of memory");
+                goto done;
+        }
+        for (size_t k = 0; k < nd; k++)
+                ids[k] = bu[k].id;
+        if (pl_cat_batch_plays(g->pg, ids, nd, now, plays, errstr, errstr_size) != 0)
+                goto done;
+        long long max = g->cfg.load_max_plays > 0 ? g->cfg.load_max_plays : PL_GEN_LOAD_MAX_PLAYS;
+        long long sum = 0;
+        size_t members = 0;
+        for (size_t k = 0; k < nd; k++)
+                bu[k].group = SIZE_MAX;
+        for (size_t i = 0; i < n; i++) {
+                if (rq_user[i] == SIZE_MAX || bu[rq_user[i]].group != SIZE_MAX)
+                        continue;
+                long long p = plays[rq_user[i]];
+                if (members && sum + p > max) {
+                        ngroups++;
+                        sum = 0;
+                        members = 0;
+                }
+                bu[rq_user[i]].group = ngroups;
+                sum += p;
+                members++;
+        }
+        ngroups++;
+done:
+        free(ids);
+        free(plays);
+        return ngroups;
+}
+
 int pl_gen_build_batch(struct pl_gen *g, const struct pl_request *const *rqs, size_t n,
                        int64_t now_ms, struct pl_gen_result *res, char *errstr, size_t errstr_size)
 {
         struct pl_cat_batch mb = {0};
         const char **users = calloc(n ? n : 1, sizeof(*users));
+        struct batch_user *bu = calloc(n ? n : 1, sizeof(*bu));
+        size_t *rq_user = calloc(n ? n : 1, sizeof(*rq_user));
         char now[40], tau[32];
-        size_t nu = 0;
+        size_t nd = 0, ngroups = 1;
         int rc = -1;
-        if (!users) {
+        if (!users || !bu || !rq_user) {
                 snprintf(errstr, errstr_size, "out of memory");
-                return -1;
+                goto done;
         }
-        for (size_t i = 0; i < n; i++)
-                if (batch_type(rqs[i]->playlist_type) && rqs[i]->user_id &&
-                    qz_uuid_valid(rqs[i]->user_id))
-                        users[nu++] = rqs[i]->user_id;
+        /* Every result starts empty: a group's failure frees what the groups before it built. */
+        for (size_t i = 0; i < n; i++) {
+                res[i].pl = (struct pl_playlist){0};
+                if (batch_mem(rqs[i]))
+                        bu[nd++] = (struct batch_user){.id = rqs[i]->user_id, .first = i};
+        }
+        qsort(bu, nd, sizeof(*bu), cmp_batch_user);
+        size_t nu = nd;
+        nd = 0;
+        for (size_t k = 0; k < nu; k++)
+                if (nd == 0 || strcasecmp(bu[nd - 1].id, bu[k].id) != 0)
+                        bu[nd++] = bu[k];
+        for (size_t i = 0; i < n; i++) {
+                const struct batch_user *u =
+                    batch_mem(rqs[i])
+                        ? bsearch(rqs[i]->user_id, bu, nd, sizeof(*bu), cmp_batch_user_id)
+                        : NULL;
+                rq_user[i] = u ? (size_t)(u - bu) : SIZE_MAX;
+        }
         qz_time_format(now_ms, now, sizeof(now));
         snprintf(tau, sizeof(tau), "%g", g->cfg.recency_days);
-        if (nu) {
+        if (nd) {
                 bool reloaded;
                 char state[8] = "";
                 int64_t t0 = qz_clock_mono_ns();
                 int lrc = pl_catalog_sync(g->cat, g->pg, &reloaded, state, errstr, errstr_size);
                 int64_t t1 = qz_clock_mono_ns();
-                if (lrc == 0) {
-                        lrc = pl_cat_batch_load(&mb, g->cat, g->pg, users, nu, now_ms, now, tau,
-                                                errstr, errstr_size);
-                        if (lrc != 0)
-                                snprintf(state, sizeof(state), "%s", qz_pg_sqlstate(g->pg));
+                /* One user is one group whatever its plays: no count. */
+                if (lrc == 0 && nd > 1 &&
+                    !(ngroups = group_users(g, bu, nd, rq_user, n, now, errstr, errstr_size))) {
+                        lrc = -1;
+                        ngroups = 1;
+                        snprintf(state, sizeof(state), "%s", qz_pg_sqlstate(g->pg));
                 }
                 if (lrc != 0) {
                         /* A lost connection (or no Postgres state: memory) is worth a retry;
@@ -1154,29 +1242,59 @@ int pl_gen_build_batch(struct pl_gen *g, const struct pl_request *const *rqs, si
                         qz_warn("the batch's shared load failed (SQLSTATE %s), building %zu "
                                 "requests one by one: %s",
                                 state, n, errstr);
-                        pl_cat_batch_free(&mb);
-                        nu = 0;
+                        nd = 0;
                 } else if (reloaded) {
                         qz_info("catalog loaded: %zu tracks, %zu neighbours in %.0f ms",
                                 pl_catalog_tracks(g->cat), pl_catalog_neighbours(g->cat),
                                 (double)(t1 - t0) / 1e6);
                 }
         }
-        for (size_t i = 0; i < n; i++) {
-                bool mem = nu && batch_type(rqs[i]->playlist_type) && rqs[i]->user_id &&
-                           qz_uuid_valid(rqs[i]->user_id);
-                res[i].err[0] = '\0';
-                res[i].sqlstate[0] = '\0';
-                res[i].rc = build(g, rqs[i], now_ms, mem ? &mb : NULL, &res[i].pl, res[i].err,
-                                  sizeof(res[i].err));
-                /* Its own state, now: a later request's query clears or replaces it. */
-                if (res[i].rc < 0)
-                        snprintf(res[i].sqlstate, sizeof(res[i].sqlstate), "%s",
-                                 qz_pg_sqlstate(g->pg));
+        /* Group by group, each built from its own load and that load freed before the next:
+         * the memory held is one group's plays, not the batch's. The other requests go with the
+         * first group, so a batch of one group builds in the requests' order as before. */
+        for (size_t gi = 0; gi < ngroups; gi++) {
+                bool loaded = false;
+                size_t ng = 0;
+                for (size_t i = 0; nd && i < n; i++)
+                        if (rq_user[i] != SIZE_MAX && bu[rq_user[i]].group == gi)
+                                users[ng++] = rqs[i]->user_id;
+                if (ng) {
+                        if (pl_cat_batch_load(&mb, g->cat, g->pg, users, ng, now_ms, now, tau,
+                                              errstr, errstr_size) == 0) {
+                                loaded = true;
+                        } else {
+                                char state[8];
+                                snprintf(state, sizeof(state), "%s", qz_pg_sqlstate(g->pg));
+                                if (!state[0] || qz_pg_sqlstate_is_connection(state)) {
+                                        for (size_t i = 0; i < n; i++)
+                                                pl_playlist_free(&res[i].pl);
+                                        goto done;
+                                }
+                                qz_warn("the batch's shared load failed (SQLSTATE %s), building "
+                                        "%zu requests one by one: %s",
+                                        state, ng, errstr);
+                        }
+                }
+                for (size_t i = 0; i < n; i++) {
+                        bool mem = nd && rq_user[i] != SIZE_MAX;
+                        if (mem ? bu[rq_user[i]].group != gi : gi != 0)
+                                continue;
+                        res[i].err[0] = '\0';
+                        res[i].sqlstate[0] = '\0';
+                        res[i].rc = build(g, rqs[i], now_ms, mem && loaded ? &mb : NULL, &res[i].pl,
+                                          res[i].err, sizeof(res[i].err));
+                        /* Its own state, now: a later request's query clears or replaces it. */
+                        if (res[i].rc < 0)
+                                snprintf(res[i].sqlstate, sizeof(res[i].sqlstate), "%s",
+                                         qz_pg_sqlstate(g->pg));
+                }
+                pl_cat_batch_free(&mb);
         }
         rc = 0;
 done:
         pl_cat_batch_free(&mb);
         free(users);
+        free(bu);
+        free(rq_user);
         return rc;
 }

@@ -27,7 +27,12 @@ struct pl_gen_cfg {
         const char *variants;      /* A/B: "cf:100" or "cf:50,guide:50" */
         const char *ab_salt;       /* changes the assignment for a new experiment */
         const char *force_variant; /* NULL; the evaluation builds every variant for every user */
+        /* pl_gen_build_batch: the most plays one shared load reads (its rows, ~300 bytes each,
+         * are bounded by its users' plays); 0 = PL_GEN_LOAD_MAX_PLAYS. */
+        long long load_max_plays;
 };
+
+#define PL_GEN_LOAD_MAX_PLAYS 1000000LL
 
 struct pl_request {
         const char *request_id;
@@ -60,10 +65,12 @@ int pl_gen_build(struct pl_gen *g, const struct pl_request *rq, int64_t now_ms,
 void pl_playlist_free(struct pl_playlist *p);
 
 /* Builds many requests as of one now_ms (a consumer batch): the scheduled four types from the
- * catalog held in memory (catalog.c: reloaded when it changed) and one query for all their users'
- * plays, every other type as pl_gen_build does. Each result is exactly what pl_gen_build returns
- * for that request: res[i].rc 0 / 1 / -1 with res[i].err, res[i].pl. Returns 0, or -1 (errstr)
- * when the shared loading failed (transient): nothing was built. */
+ * catalog held in memory (catalog.c: reloaded when it changed) and their users' plays, loaded
+ * by groups of users of at most cfg.load_max_plays plays together (one group, one query, when
+ * the batch's users are under it; a user over it is a group alone), every other type as
+ * pl_gen_build does. Each result is exactly what pl_gen_build returns for that request:
+ * res[i].rc 0 / 1 / -1 with res[i].err, res[i].pl. Returns 0, or -1 (errstr) when the shared
+ * loading failed (transient): nothing was built (what a group built before is freed). */
 struct pl_gen_result {
         int rc;
         struct pl_playlist pl;

@@ -31,7 +31,8 @@ static struct {
         struct qz_service_cfg svc;
         const char *group_id, *requests_topic, *generated_topic, *dlq_topic, *variants, *ab_salt;
         long batch_size, batch_wait_ms, tracks, max_tracks, recency_days, content_weight_pct,
-            active_days, sim_k, sim_window_days, sim_min_common, sim_shrink, sim_max_per_user;
+            active_days, sim_k, sim_window_days, sim_min_common, sim_shrink, sim_max_per_user,
+            load_max_plays;
         bool jobs;
 } cfg;
 
@@ -64,6 +65,9 @@ static const struct qz_cfg_entry cfg_table[] = {
      "A/B variants name:weight[,...]; cf = CF and content, guide = the guide's rules only"},
     {"QOQNUZ_PLAYLIST_AB_SALT", QZ_CFG_STR, "ab1", 0, 0, &cfg.ab_salt,
      "salt of the variant assignment (change it for a new experiment)"},
+    {"QOQNUZ_PLAYLIST_LOAD_MAX_PLAYS", QZ_CFG_INT, "1000000", 1, 1000000000, &cfg.load_max_plays,
+     "most plays one shared load reads (~300 bytes each); a batch over it loads its users in "
+     "groups"},
     {"QOQNUZ_PLAYLIST_ACTIVE_DAYS", QZ_CFG_INT, "90", 1, 3650, &cfg.active_days,
      "generate-smart-playlists: users with a play in this many days"},
     {"QOQNUZ_PLAYLIST_JOBS", QZ_CFG_BOOL, "true", 0, 0, &cfg.jobs,
@@ -134,7 +138,8 @@ int main(int argc, char **argv)
                                 .recency_days = (double)cfg.recency_days,
                                 .content_weight = (double)cfg.content_weight_pct / 100.0,
                                 .variants = cfg.variants,
-                                .ab_salt = cfg.ab_salt};
+                                .ab_salt = cfg.ab_salt,
+                                .load_max_plays = cfg.load_max_plays};
         if (!(gen = pl_gen_new(pg, &gc, err, sizeof(err)))) {
                 qz_error("generator: %s", err);
                 goto fail;

@@ -22,7 +22,9 @@
 #include "../../services/playlist-builder/store.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <fcntl.h>
+#include <math.h>
 #include <librdkafka/rdkafka.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -1055,15 +1057,17 @@ static void test_error_text(void **state)
         free(u1);
 }
 
-static struct pl_gen *test_gen(struct qz_pg **out)
+/* A generator on its own connection; load_max_plays 0 = the default. */
+static struct pl_gen *test_gen_cap(struct qz_pg **out, long long load_max_plays)
 {
         char err[512];
-        static const struct pl_gen_cfg gc = {.target = 20,
-                                             .max_target = 100,
-                                             .recency_days = 14,
-                                             .content_weight = 0.5,
-                                             .variants = "cf:100",
-                                             .ab_salt = "t"};
+        const struct pl_gen_cfg gc = {.target = 20,
+                                      .max_target = 100,
+                                      .recency_days = 14,
+                                      .content_weight = 0.5,
+                                      .variants = "cf:100",
+                                      .ab_salt = "t",
+                                      .load_max_plays = load_max_plays};
         struct qz_pg_opts o = {.dsn = dsn};
         struct qz_pg *gpg = qz_pg_new(&o, err, sizeof(err));
         assert_non_null(gpg);
@@ -1073,6 +1077,119 @@ static struct pl_gen *test_gen(struct qz_pg **out)
                 fail_msg("pl_gen_new: %s", err);
         *out = gpg;
         return g;
+}
+
+static struct pl_gen *test_gen(struct qz_pg **out)
+{
+        return test_gen_cap(out, 0);
+}
+
+/* The batch's requests: the four scheduled types for each of users[0..nu) (U4 with 10 plays,
+ * U1 with 100+, U2 with none, an unknown user, U1 again spelt in capitals), then a tempo
+ * request (SQL path). Returns how many. */
+static size_t group_requests(char *const *users, size_t nu, json_t *tempo, struct pl_request *rq,
+                             const struct pl_request **rqp)
+{
+        static const char *const types[] = {"daily_mix", "discovery_weekly", "new_for_you",
+                                            "forgotten_favorites"};
+        static char ids[64][40];
+        size_t k = 0;
+        for (size_t t = 0; t < 4; t++)
+                for (size_t u = 0; u < nu; u++, k++) {
+                        snprintf(ids[k], sizeof(ids[k]), "00000000-0000-4000-8000-0000000001%02zu",
+                                 k);
+                        rq[k] = (struct pl_request){.request_id = ids[k],
+                                                    .user_id = users[u],
+                                                    .playlist_type = types[t],
+                                                    .reason = "t"};
+                }
+        snprintf(ids[k], sizeof(ids[k]), "00000000-0000-4000-8000-0000000001%02zu", k);
+        rq[k++] = (struct pl_request){.request_id = ids[k],
+                                      .user_id = users[1],
+                                      .playlist_type = "tempo",
+                                      .reason = "t",
+                                      .params = tempo};
+        for (size_t i = 0; i < k; i++)
+                rqp[i] = &rq[i];
+        return k;
+}
+
+/* b's result for rq is a's: the same tracks, sources and metadata. */
+static void same_result(const struct pl_request *rq, const struct pl_gen_result *a,
+                        const struct pl_gen_result *b)
+{
+        if (a->rc != b->rc || strcmp(a->err, b->err) != 0)
+                fail_msg("%s %s: rc %d '%s' vs %d '%s'", rq->playlist_type, rq->user_id, a->rc,
+                         a->err, b->rc, b->err);
+        assert_int_equal(a->pl.n, b->pl.n);
+        for (size_t j = 0; j < a->pl.n; j++) {
+                assert_string_equal(a->pl.items[j].track_id, b->pl.items[j].track_id);
+                assert_int_equal(a->pl.items[j].source, b->pl.items[j].source);
+                /* Postgres sums a user's plays in its plan's row order, which another set of
+                 * users in the query may change: the last bits. */
+                double x = a->pl.items[j].score, y = b->pl.items[j].score;
+                assert_true(fabs(x - y) <= 1e-12 * fmax(fabs(x), 1.0));
+        }
+        assert_true(a->rc != 0 || json_equal(a->pl.metadata, b->pl.metadata));
+}
+
+/* QOQNUZ_PLAYLIST_LOAD_MAX_PLAYS: with a cap of 5 plays the batch loads in three groups (U4
+ * alone and U1 alone, both over the cap; U2 and the unknown user together), and every result
+ * is the one the batch gives in one group (the default cap). A count of plays that fails on
+ * the data, not the connection (a lock timeout, 55P03), builds every request by itself, each
+ * reporting its own failure. */
+static void test_batch_groups(void **state)
+{
+        (void)state;
+        char err[512];
+        struct qz_pg *gpg_one, *gpg_split;
+        struct pl_gen *one = test_gen(&gpg_one), *split = test_gen_cap(&gpg_split, 5);
+        char *users[5] = {uuid_of("u4"), uuid_of("u1"), uuid_of("u2"), uuid_of("u3-unknown"),
+                          uuid_of("u1")};
+        for (char *c = users[4]; *c; c++)
+                *c = (char)toupper((unsigned char)*c);
+        json_t *tempo = json_pack("{s:s}", "min_bpm", "100");
+        struct pl_request rq[32];
+        const struct pl_request *rqp[32];
+        struct pl_gen_result a[32], b[32];
+        size_t n = group_requests(users, 5, tempo, rq, rqp);
+        int64_t now = qz_time_now_ms();
+        if (pl_gen_build_batch(one, rqp, n, now, a, err, sizeof(err)) != 0)
+                fail_msg("pl_gen_build_batch (one group): %s", err);
+        if (pl_gen_build_batch(split, rqp, n, now, b, err, sizeof(err)) != 0)
+                fail_msg("pl_gen_build_batch (groups): %s", err);
+        size_t built = 0;
+        for (size_t i = 0; i < n; i++) {
+                same_result(&rq[i], &a[i], &b[i]);
+                built += a[i].rc == 0 && a[i].pl.n > 0;
+                pl_playlist_free(&b[i].pl);
+        }
+        assert_int_equal(a[3].rc, 1); /* the unknown user */
+        assert_true(built >= 12);     /* U1's and U4's playlists at least */
+
+        assert_int_equal(qz_pg_exec(gpg_split, "SET lock_timeout = '300ms'", err, sizeof(err)), 0);
+        assert_int_equal(qz_pg_begin(pg, err, sizeof(err)), 0);
+        assert_int_equal(
+            qz_pg_exec(pg, "LOCK TABLE play_history IN ACCESS EXCLUSIVE MODE", err, sizeof(err)),
+            0);
+        int rc = pl_gen_build_batch(split, rqp, n, now, b, err, sizeof(err));
+        assert_int_equal(qz_pg_rollback(pg, err, sizeof(err)), 0);
+        assert_int_equal(rc, 0);
+        for (size_t i = 0; i < n - 1; i++) {
+                assert_int_equal(b[i].rc, -1);
+                assert_string_equal(b[i].sqlstate, "55P03");
+        }
+        for (size_t i = 0; i < n; i++) {
+                pl_playlist_free(&a[i].pl);
+                pl_playlist_free(&b[i].pl);
+        }
+        json_decref(tempo);
+        for (size_t u = 0; u < 5; u++)
+                free(users[u]);
+        pl_gen_free(one);
+        pl_gen_free(split);
+        qz_pg_free(gpg_one);
+        qz_pg_free(gpg_split);
 }
 
 /* A request's failure is classified by its own SQLSTATE, kept when it failed: a tempo request
@@ -1257,6 +1374,7 @@ int main(void)
             cmocka_unit_test(test_store_batch_ids),
             cmocka_unit_test(test_error_text),
             cmocka_unit_test(test_failure_state),
+            cmocka_unit_test(test_batch_groups),
             cmocka_unit_test(test_store_rounds),
             cmocka_unit_test(test_similarities_version),
             cmocka_unit_test(test_shared_load_fallback),
