@@ -625,6 +625,27 @@ static int profile(struct pl_catalog *c, struct pl_cat_user *u)
         return 0;
 }
 
+/* "{id,id,...}": a uuid[] literal of ids[0..n) (uuids, at most 36 characters each); malloc'd,
+ * the caller frees; NULL on no memory. */
+static char *ids_literal(const char *const *ids, size_t n)
+{
+        char *lit = malloc(n * 37 + 3);
+        if (!lit)
+                return NULL;
+        size_t o = 0;
+        lit[o++] = '{';
+        for (size_t i = 0; i < n; i++) {
+                size_t len = strnlen(ids[i], 36);
+                if (i)
+                        lit[o++] = ',';
+                memcpy(lit + o, ids[i], len);
+                o += len;
+        }
+        lit[o++] = '}';
+        lit[o] = '\0';
+        return lit;
+}
+
 int pl_cat_batch_load(struct pl_cat_batch *b, struct pl_catalog *c, struct qz_pg *pg,
                       const char *const *user_ids, size_t n, int64_t now_ms, const char *now,
                       const char *tau, char *errstr, size_t errstr_size)
@@ -632,10 +653,11 @@ int pl_cat_batch_load(struct pl_cat_batch *b, struct pl_catalog *c, struct qz_pg
         memset(b, 0, sizeof(*b));
         b->cat = c;
         b->now_ms = now_ms;
-        char *lit = malloc(n * 38 + 3);
+        char *lit = NULL;
+        const char **ids = NULL;
         size_t *cnt = NULL;
         PGresult *r = NULL;
-        if (!lit || !(b->users = calloc(n ? n : 1, sizeof(*b->users))))
+        if (!(b->users = calloc(n ? n : 1, sizeof(*b->users))))
                 goto oom;
         b->umask = 15;
         while (b->umask + 1 < n * 2)
@@ -643,8 +665,8 @@ int pl_cat_batch_load(struct pl_cat_batch *b, struct pl_catalog *c, struct qz_pg
         if (!(b->umap = malloc((b->umask + 1) * sizeof(*b->umap))))
                 goto oom;
         memset(b->umap, 0xff, (b->umask + 1) * sizeof(*b->umap));
-        size_t o = 0;
-        lit[o++] = '{';
+        if (!(ids = malloc((n ? n : 1) * sizeof(*ids))))
+                goto oom;
         for (size_t i = 0; i < n; i++) {
                 if (pl_cat_batch_user(b, user_ids[i]))
                         continue;
@@ -652,13 +674,12 @@ int pl_cat_batch_load(struct pl_cat_batch *b, struct pl_catalog *c, struct qz_pg
                 for (size_t k = 0; k < PL_ID_LEN - 1 && user_ids[i][k]; k++)
                         u->id[k] = (char)tolower((unsigned char)user_ids[i][k]);
                 batch_index(b, b->nusers - 1);
-                if (o > 1)
-                        lit[o++] = ',';
-                memcpy(lit + o, u->id, strlen(u->id));
-                o += strlen(u->id);
+                ids[b->nusers - 1] = u->id;
         }
-        lit[o++] = '}';
-        lit[o] = '\0';
+        lit = ids_literal(ids, b->nusers); /* the distinct users, lowercased */
+        free(ids);
+        if (!lit)
+                goto oom;
         const char *v[] = {lit, now, tau};
         /* Every user's plays per track before now, with the pools' scores computed by the same
          * expressions as gen.c's statements (so the floating-point values are the same). */
@@ -752,23 +773,13 @@ static int cmp_id(const void *a, const void *b)
 int pl_cat_batch_plays(struct qz_pg *pg, const char *const *user_ids, size_t n, const char *now,
                        long long *plays, char *errstr, size_t errstr_size)
 {
-        char *lit = malloc(n * 38 + 3);
+        char *lit = ids_literal(user_ids, n);
         if (!lit) {
                 snprintf(errstr, errstr_size, "out of memory");
                 return -1;
         }
-        size_t o = 0;
-        lit[o++] = '{';
-        for (size_t i = 0; i < n; i++) {
+        for (size_t i = 0; i < n; i++)
                 plays[i] = 0;
-                size_t len = strnlen(user_ids[i], 36);
-                if (o > 1)
-                        lit[o++] = ',';
-                memcpy(lit + o, user_ids[i], len);
-                o += len;
-        }
-        lit[o++] = '}';
-        lit[o] = '\0';
         const char *v[] = {lit, now};
         /* Plays, not distinct tracks: an index-only scan of play_history (user_id, played_at),
          * where counting the tracks would read the rows. Plays bound a user's load rows. */
@@ -913,8 +924,12 @@ static int push_sorted(struct pl_catalog *c, struct scored *v, size_t n, size_t 
         return 0;
 }
 
-int pl_cat_recent(struct pl_cat_batch *b, const struct pl_cat_user *u, size_t limit,
-                  struct pl_pool *out)
+/* Scores one of the user's (track, plays) pairs into *score; false = not a candidate. */
+typedef bool (*pair_score_fn)(const struct pl_cat_pair *p, double *score);
+
+/* The user's played tracks, live in the catalog, that score() keeps, best first, up to limit. */
+static int pair_pool(struct pl_cat_batch *b, const struct pl_cat_user *u, size_t limit,
+                     pair_score_fn score, struct pl_pool *out)
 {
         struct pl_catalog *c = b->cat;
         struct scored *v = malloc((u->npairs + 1) * sizeof(*v));
@@ -923,12 +938,26 @@ int pl_cat_recent(struct pl_cat_batch *b, const struct pl_cat_user *u, size_t li
                 return -1;
         for (size_t i = 0; i < u->npairs; i++) {
                 const struct pl_cat_pair *p = &u->pairs[i];
-                if (p->cnt30 > 0 && p->track >= 0 && !c->t[p->track].deleted)
-                        v[n++] = (struct scored){p->track, p->recent};
+                double sc;
+                if (p->track >= 0 && !c->t[p->track].deleted && score(p, &sc))
+                        v[n++] = (struct scored){p->track, sc};
         }
         int rc = push_sorted(c, v, n, limit, out);
         free(v);
         return rc;
+}
+
+/* played in the last 30 days; the recency-weighted score */
+static bool recent_score(const struct pl_cat_pair *p, double *score)
+{
+        *score = p->recent;
+        return p->cnt30 > 0;
+}
+
+int pl_cat_recent(struct pl_cat_batch *b, const struct pl_cat_user *u, size_t limit,
+                  struct pl_pool *out)
+{
+        return pair_pool(b, u, limit, recent_score, out);
 }
 
 int pl_cat_neighbours(struct pl_cat_batch *b, const struct pl_cat_user *u, double cw, size_t limit,
@@ -1083,22 +1112,17 @@ int pl_cat_new_for_you(struct pl_cat_batch *b, const struct pl_cat_user *u, size
         return artist_pool(b, u, limit, new_release_score, out);
 }
 
+/* 3+ plays, none in the last 60 days; most played first */
+static bool forgotten_score(const struct pl_cat_pair *p, double *score)
+{
+        *score = p->fscore;
+        return p->cnt >= 3 && p->old;
+}
+
 int pl_cat_forgotten(struct pl_cat_batch *b, const struct pl_cat_user *u, size_t limit,
                      struct pl_pool *out)
 {
-        struct pl_catalog *c = b->cat;
-        struct scored *v = malloc((u->npairs + 1) * sizeof(*v));
-        size_t n = 0;
-        if (!v)
-                return -1;
-        for (size_t i = 0; i < u->npairs; i++) {
-                const struct pl_cat_pair *p = &u->pairs[i];
-                if (p->cnt >= 3 && p->old && p->track >= 0 && !c->t[p->track].deleted)
-                        v[n++] = (struct scored){p->track, p->fscore};
-        }
-        int rc = push_sorted(c, v, n, limit, out);
-        free(v);
-        return rc;
+        return pair_pool(b, u, limit, forgotten_score, out);
 }
 
 long pl_cat_discovery(struct pl_cat_batch *b, const struct pl_cat_user *u, double cw,
